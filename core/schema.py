@@ -1,0 +1,87 @@
+"""The database schema as SQLAlchemy tables. Alembic migrations create it; nothing else does."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+TERMINAL_SQL = "status IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')"
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", UUID(as_uuid=True), primary_key=True),
+    Column("team", Text, nullable=False),
+    Column("routine", Text, nullable=False),
+    Column("priority", Text, nullable=False, comment="the priority the client asked for"),
+    Column("queue", Text, comment="the Celery queue it was dispatched to"),
+    Column("status", Text, nullable=False),
+    Column("progress", BigInteger, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("payload", JSONB),
+    Column("result", JSONB),
+    Column("error", Text),
+    Column("idempotency_key", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("tasks_team_created", "team", text("created_at DESC"), text("task_id DESC")),
+    Index("tasks_created", text("created_at DESC"), text("task_id DESC")),
+    Index(
+        "tasks_unfinished",
+        "updated_at",
+        postgresql_where=text(f"NOT ({TERMINAL_SQL})"),
+    ),
+)
+
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column(
+        "task_id",
+        UUID(as_uuid=True),
+        ForeignKey("tasks.task_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("status", Text, nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("queue", Text),
+    Column("detail", JSONB),
+    Index("task_events_task_at", "task_id", "at"),
+    # The database itself refuses a second terminal event for a task.
+    Index(
+        "task_events_one_terminal",
+        "task_id",
+        unique=True,
+        postgresql_where=text(TERMINAL_SQL),
+    ),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True, comment="public part of the key, safe to show"),
+    Column("key_hash", Text, nullable=False, unique=True, comment="sha256 of the whole key"),
+    Column("team", Text, comment="NULL for an admin key"),
+    Column("is_admin", Boolean, nullable=False, server_default="false"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("revoked_at", DateTime(timezone=True)),
+)

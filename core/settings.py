@@ -1,0 +1,269 @@
+"""The platform's one typed settings object, read from the environment and an optional `.env`.
+
+Entry points call `load_settings()` once and pass the object down; nothing reads the
+environment at import time. A bad value stops start-up with `ConfigError`, whose message
+names the environment variable and the value at fault.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.priority import Priority, parse_priority_map
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; the message names the variable and the value."""
+
+
+class RoutineType(enum.StrEnum):
+    INTERACTIVE = "interactive"  # someone waits for it: never staggered
+    BATCH = "batch"  # throughput work: may be staggered, capped at medium by default
+
+
+class RoutineSpec(BaseModel):
+    """How one routine runs: where its code is and how it is scheduled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    function: str = Field(description="module:function the workers call")
+    type: RoutineType = RoutineType.INTERACTIVE
+    priority: Priority = Priority.MEDIUM
+    max_priority: Priority | None = None
+    timeout: float = Field(default=30.0, gt=0, description="soft time limit, seconds")
+    retries: int = Field(default=0, ge=0, le=100)
+    stagger: float = Field(default=0.0, ge=0, description="spread over this many seconds")
+
+    @field_validator("function")
+    @classmethod
+    def _function_path(cls, value: str) -> str:
+        if not FUNCTION_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not of the form module.path:function")
+        return value
+
+    @model_validator(mode="after")
+    def _priorities_agree(self) -> RoutineSpec:
+        if self.stagger and self.type is not RoutineType.BATCH:
+            raise ValueError("only batch routines may be staggered")
+        if self.max_priority is not None and self.priority.rank < self.max_priority.rank:
+            raise ValueError(
+                f"default priority {self.priority} is above max_priority {self.max_priority}"
+            )
+        return self
+
+    @property
+    def highest_priority(self) -> Priority:
+        if self.max_priority is not None:
+            return self.max_priority
+        return Priority.MEDIUM if self.type is RoutineType.BATCH else Priority.HIGH
+
+    @property
+    def hard_timeout(self) -> float:
+        """The hard time limit: the soft one plus a grace for clean-up."""
+        return self.timeout + max(1.0, self.timeout * 0.1)
+
+
+BUILTIN_ROUTINES: dict[str, RoutineSpec] = {
+    "noop": RoutineSpec(function="tasks.routines:noop", timeout=10),
+    "echo": RoutineSpec(function="tasks.routines:echo", timeout=10),
+    "sleep": RoutineSpec(function="tasks.routines:sleep", timeout=120),
+    "cpu": RoutineSpec(function="tasks.routines:cpu", timeout=120, max_priority=Priority.HIGH),
+    "fail": RoutineSpec(function="tasks.routines:fail", timeout=10, retries=3),
+}
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that make a working development platform."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # Teams, routines and priorities.
+    teams: Annotated[list[str], NoDecode] = ["alpha", "bravo", "charlie"]
+    routines: dict[str, RoutineSpec] = Field(default_factory=dict)
+    priority_weights: Annotated[dict[Priority, int], NoDecode] = {
+        Priority.HIGH: 6,
+        Priority.MEDIUM: 3,
+        Priority.LOW: 1,
+    }
+    flood_window_seconds: float = Field(default=10.0, gt=0)
+    flood_quota: Annotated[dict[Priority, int], NoDecode] = {}
+
+    # Kafka.
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_bootstrap: str = ""
+    request_topic_prefix: str = "tasks."
+    status_topic: str = "tasks.status"
+    dlq_topic: str = "tasks.dlq"
+    topic_partitions: int = Field(default=3, ge=1, le=256)
+    kafka_produce_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    kafka_heap: str = "512m"
+
+    # Postgres and Redis.
+    postgres_port: int = Field(default=5432, ge=1, le=65535)
+    database_url: str = ""
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_url: str = ""
+    celery_broker_url: str = ""
+
+    # Processes.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=2, ge=1, le=64)
+    api_threads: int = Field(default=16, ge=1, le=256)
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    api_batch_max: int = Field(default=1000, ge=1)
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_basic_auth: SecretStr | None = None
+    workers: int = Field(default=1, ge=0, le=32)
+    worker_concurrency: int = Field(default=2, ge=1, le=256)
+
+    # Operation.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    run_dir: Path = Path(".run")
+
+    @field_validator("teams", mode="before")
+    @classmethod
+    def _teams_csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("teams")
+    @classmethod
+    def _team_names(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one team is needed")
+        for team in value:
+            if not NAME_PATTERN.match(team):
+                raise ValueError(
+                    f"{team!r} is not a team name (lowercase letter, then up to 39 of a-z 0-9 _ -)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a team is listed twice")
+        return value
+
+    @field_validator("priority_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            weights = parse_priority_map(value, what="weight")
+            missing = [p.value for p in Priority.ordered() if p not in weights]
+            if missing:
+                raise ValueError(f"{value!r} gives no weight to {', '.join(missing)}")
+            if any(w < 1 for w in weights.values()):
+                raise ValueError(f"{value!r}: every weight must be at least 1 (no starvation)")
+            return weights
+        return value
+
+    @field_validator("flood_quota", mode="before")
+    @classmethod
+    def _quota(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_priority_map(value, what="tasks per window")
+        return value
+
+    @field_validator("routines")
+    @classmethod
+    def _routine_names(cls, value: dict[str, RoutineSpec]) -> dict[str, RoutineSpec]:
+        for name in value:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"{name!r} is not a routine name")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_urls(self) -> Settings:
+        # Frozen model: derived defaults are set once, here.
+        derived = {
+            "kafka_bootstrap": f"127.0.0.1:{self.kafka_port}",
+            "database_url": (
+                f"postgresql+psycopg://taskplatform@127.0.0.1:{self.postgres_port}/taskplatform"
+            ),
+            "redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
+        }
+        for name, default in derived.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, default)
+        if not self.celery_broker_url:
+            object.__setattr__(self, "celery_broker_url", self.redis_url)
+        reserved = {self.status_topic, self.dlq_topic}
+        for team in self.teams:
+            if self.request_topic(team) in reserved:
+                raise ValueError(
+                    f"TEAMS: team {team!r} would share a topic with {sorted(reserved)}"
+                )
+        return self
+
+    # Derived views.
+
+    @property
+    def routine_table(self) -> dict[str, RoutineSpec]:
+        """Built-in routines, overridden and extended by ROUTINES."""
+        return {**BUILTIN_ROUTINES, **self.routines}
+
+    def request_topic(self, team: str) -> str:
+        return f"{self.request_topic_prefix}{team}"
+
+    @property
+    def request_topics(self) -> list[str]:
+        return [self.request_topic(team) for team in self.teams]
+
+    @property
+    def sync_database_url(self) -> str:
+        """The URL for libraries that take a libpq URL (psycopg) rather than SQLAlchemy's."""
+        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    def public_view(self) -> dict[str, Any]:
+        """Settings safe to print: secrets masked."""
+        data = self.model_dump(mode="json")
+        data["flower_basic_auth"] = "***" if self.flower_basic_auth else None
+        for key in ("database_url", "redis_url", "celery_broker_url"):
+            data[key] = re.sub(r"//([^:/@]+):[^@]+@", r"//\1:***@", data[key])
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment; raise ConfigError naming what is wrong."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = ["bad configuration:"]
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        variable = loc[0].upper() if loc else ""
+        where = ".".join(loc[1:])
+        value = error.get("input")
+        shown = repr(value) if not isinstance(value, dict | list) else ""
+        message = error["msg"].removeprefix("Value error, ")
+        detail = f" ({where})" if where else ""
+        prefix = f"{variable}{detail}: " if variable else ""
+        lines.append(f"  {prefix}{message}" + (f" — got {shown}" if shown else ""))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Operator tooling: start, stop and inspect the whole stack natively (`python -m ops`)."""

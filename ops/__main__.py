@@ -1,0 +1,55 @@
+"""`python -m ops up|down|status|migrate`: run the stack natively, on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.settings import ConfigError, load_settings
+from ops.stack import Stack
+from ops.supervisor import StartError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start what is not running and wait until it is ready")
+    up.add_argument("components", nargs="*", help="only these (default: all)")
+    sub.add_parser("down", help="stop everything that `up` started")
+    sub.add_parser("status", help="each component, its PID, port and health")
+    sub.add_parser("migrate", help="create topics and apply database migrations")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    stack = Stack(settings)
+    try:
+        if args.command == "up":
+            print("bringing the stack up:", flush=True)
+            stack.up(args.components or None)
+            print("ready.", flush=True)
+        elif args.command == "down":
+            stopped = stack.down()
+            print("stopped." if stopped else "nothing was running.")
+        elif args.command == "migrate":
+            stack.migrate()
+        else:
+            print(f"{'component':<10} {'state':<10} {'pid':>7} {'port':>6}")
+            worst = 0
+            for item in stack.status():
+                pid = str(item.pid) if item.pid else "-"
+                port = str(item.port) if item.port else "-"
+                print(f"{item.name:<10} {item.state:<10} {pid:>7} {port:>6}")
+                worst = max(worst, 0 if item.state == "running" else 1)
+            return worst
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The components of the stack, in start order, with how each starts and shows it is ready."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import redis
+
+from core.kafka import make_admin
+from core.settings import Settings
+from ops import kafka_node, postgres_node
+from ops.supervisor import ProcessSpec, Supervisor
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+INFRASTRUCTURE = ("kafka", "postgres", "redis")
+
+
+def _port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+def _kafka_ready(settings: Settings) -> Callable[[], bool]:
+    def probe() -> bool:
+        if not _port_open(settings.kafka_port):
+            return False
+        metadata = make_admin(settings).list_topics(timeout=2)
+        return bool(metadata.brokers)
+
+    return probe
+
+
+def _redis_ready(settings: Settings) -> Callable[[], bool]:
+    def probe() -> bool:
+        client = redis.Redis(host="127.0.0.1", port=settings.redis_port, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    return probe
+
+
+def _http_ready(port: int, path: str) -> Callable[[], bool]:
+    def probe() -> bool:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200
+
+    return probe
+
+
+def _file_ready(path: Path) -> Callable[[], bool]:
+    return path.exists
+
+
+def _module_exists(module: str) -> bool:
+    return (REPO_ROOT / module.replace(".", "/")).with_suffix(".py").exists() or (
+        REPO_ROOT / module.replace(".", "/") / "__init__.py"
+    ).exists()
+
+
+def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
+    run_dir = supervisor.run_dir
+    kafka_home = run_dir.resolve() / "kafka"
+    pg_data = postgres_node.data_dir(run_dir)
+    redis_dir = run_dir.resolve() / "redis"
+
+    def prepare_kafka() -> None:
+        kafka_node.render_config(settings, kafka_home)
+        kafka_node.format_storage_once(kafka_home)
+
+    def prepare_postgres() -> None:
+        postgres_node.init_once(run_dir)
+
+    def prepare_redis() -> None:
+        redis_dir.mkdir(parents=True, exist_ok=True)
+
+    return [
+        ProcessSpec(
+            name="kafka",
+            argv=kafka_node.server_argv(settings, kafka_home),
+            ready=_kafka_ready(settings),
+            port=settings.kafka_port,
+            before_start=prepare_kafka,
+            start_timeout=90,
+            stop_timeout=30,
+        ),
+        ProcessSpec(
+            name="postgres",
+            argv=postgres_node.server_argv(settings, pg_data),
+            ready=lambda: postgres_node.is_ready(settings),
+            port=settings.postgres_port,
+            user=postgres_node.run_as(),
+            stop_signal=signal.SIGINT,  # fast shutdown: roll back clients, checkpoint
+            before_start=prepare_postgres,
+            start_timeout=60,
+        ),
+        ProcessSpec(
+            name="redis",
+            argv=[
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(settings.redis_port),
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],  # fmt: skip
+            ready=_redis_ready(settings),
+            port=settings.redis_port,
+            before_start=prepare_redis,
+        ),
+    ]
+
+
+def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
+    """The platform's own processes; each is listed once its code exists."""
+    python = str(VENV_BIN / "python")
+    celery = str(VENV_BIN / "celery")
+
+    def ready_env(name: str) -> dict[str, str]:
+        return {"READY_FILE": str(supervisor.ready_file(name).resolve())}
+
+    specs: list[ProcessSpec] = []
+    if _module_exists("app.wsgi"):
+        specs.append(
+            ProcessSpec(
+                name="api",
+                argv=[
+                    str(VENV_BIN / "gunicorn"),
+                    "--config",
+                    "python:app.gunicorn_conf",
+                    "app.wsgi:application",
+                ],  # fmt: skip
+                ready=_http_ready(settings.api_port, "/healthz"),
+                port=settings.api_port,
+                cwd=REPO_ROOT,
+            )
+        )
+    if _module_exists("recorder"):
+        specs.append(
+            ProcessSpec(
+                name="recorder",
+                argv=[python, "-m", "recorder"],
+                ready=_file_ready(supervisor.ready_file("recorder")),
+                env=ready_env("recorder"),
+                cwd=REPO_ROOT,
+            )
+        )
+    if _module_exists("bridge"):
+        specs.append(
+            ProcessSpec(
+                name="bridge",
+                argv=[python, "-m", "bridge"],
+                ready=_file_ready(supervisor.ready_file("bridge")),
+                env=ready_env("bridge"),
+                cwd=REPO_ROOT,
+            )
+        )
+    if _module_exists("tasks.worker"):
+        for index in range(1, settings.workers + 1):
+            name = f"worker-{index}"
+            specs.append(
+                ProcessSpec(
+                    name=name,
+                    argv=[
+                        celery,
+                        "-A",
+                        "tasks.worker:celery_app",
+                        "worker",
+                        "--hostname",
+                        f"worker{index}@%h",
+                        "--concurrency",
+                        str(settings.worker_concurrency),
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--loglevel",
+                        settings.log_level,
+                    ],  # fmt: skip
+                    ready=_file_ready(supervisor.ready_file(name)),
+                    env=ready_env(name),
+                    cwd=REPO_ROOT,
+                    start_timeout=60,
+                    stop_timeout=60,  # warm shutdown lets running tasks finish
+                )
+            )
+    if _module_exists("tasks.flower"):
+        specs.append(
+            ProcessSpec(
+                name="flower",
+                argv=[python, "-m", "tasks.flower"],
+                ready=_http_ready(settings.flower_port, "/healthcheck"),
+                port=settings.flower_port,
+                cwd=REPO_ROOT,
+            )
+        )
+    return specs

@@ -1,0 +1,120 @@
+"""`up`, `down` and `status` for the whole stack."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.config import Config
+
+from alembic import command
+from core.kafka import ensure_topics
+from core.settings import Settings
+from ops import postgres_node, services
+from ops.supervisor import ProcessSpec, StartError, Supervisor, _probe
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    pid: int | None
+    port: int | None
+    healthy: bool
+
+    @property
+    def state(self) -> str:
+        if self.pid is None:
+            return "stopped"
+        return "running" if self.healthy else "unhealthy"
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.supervisor = Supervisor(settings.run_dir)
+
+    def specs(self) -> list[ProcessSpec]:
+        return services.infrastructure(self.settings, self.supervisor) + services.platform(
+            self.settings, self.supervisor
+        )
+
+    def _select(self, names: list[str] | None) -> list[ProcessSpec]:
+        specs = self.specs()
+        if not names:
+            return specs
+        known = {spec.name for spec in specs}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise StartError(", ".join(unknown), f"unknown component; known: {sorted(known)}")
+        return [spec for spec in specs if spec.name in names]
+
+    def up(self, names: list[str] | None = None, *, echo: bool = True) -> list[str]:
+        """Start what is not running, in order; returns the names it started."""
+        started: list[str] = []
+        migrated = False
+        for spec in self._select(names):
+            if spec.name not in services.INFRASTRUCTURE and not migrated:
+                self.migrate()
+                migrated = True
+            t0 = time.monotonic()
+            pid, fresh = self.supervisor.start(spec)
+            if spec.name == "postgres":
+                postgres_node.ensure_database(self.settings)
+            if fresh:
+                started.append(spec.name)
+            if echo:
+                verb = "started" if fresh else "running"
+                took = f" in {time.monotonic() - t0:.1f}s" if fresh else ""
+                print(f"  {spec.name:<10} {verb} (pid {pid}){took}", flush=True)
+        if not migrated and {"kafka", "postgres"} <= {s.name for s in self._select(names)}:
+            self.migrate()
+        return started
+
+    def migrate(self) -> None:
+        """Topics for every configured team, and the schema at Alembic's head."""
+        try:
+            ensure_topics(self.settings)
+        except Exception as exc:
+            raise StartError("kafka topics", str(exc)) from None
+        try:
+            upgrade_schema(self.settings)
+        except Exception as exc:
+            raise StartError("alembic migrations", str(exc)) from None
+
+    def down(self, *, echo: bool = True) -> list[str]:
+        """Stop everything, platform first and infrastructure last."""
+        stopped = []
+        for spec in reversed(self.specs()):
+            pid = self.supervisor.stop(spec.name, spec.stop_signal, spec.stop_timeout)
+            if pid is not None:
+                stopped.append(spec.name)
+                if echo:
+                    print(f"  {spec.name:<10} stopped (pid {pid})", flush=True)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        result = []
+        for spec in self.specs():
+            tracked = self.supervisor.tracked(spec.name)
+            healthy = tracked is not None and _probe(spec.ready)
+            result.append(
+                ComponentStatus(spec.name, tracked.pid if tracked else None, spec.port, healthy)
+            )
+        return result
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.attributes["database_url"] = settings.database_url
+    return config
+
+
+def upgrade_schema(settings: Settings, revision: str = "head") -> None:
+    command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade_schema(settings: Settings, revision: str = "base") -> None:
+    command.downgrade(alembic_config(settings), revision)
