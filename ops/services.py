@@ -121,7 +121,7 @@ def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSp
                 "no",
                 "--loglevel",
                 "warning",
-            ],  # fmt: skip
+            ],
             ready=_redis_ready(settings),
             port=settings.redis_port,
             before_start=prepare_redis,
@@ -147,7 +147,7 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
                     "--config",
                     "python:app.gunicorn_conf",
                     "app.wsgi:application",
-                ],  # fmt: skip
+                ],
                 ready=_http_ready(settings.api_port, "/healthz"),
                 port=settings.api_port,
                 cwd=REPO_ROOT,
@@ -192,7 +192,7 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
                         "--without-mingle",
                         "--loglevel",
                         settings.log_level,
-                    ],  # fmt: skip
+                    ],
                     ready=_file_ready(supervisor.ready_file(name)),
                     env=ready_env(name),
                     cwd=REPO_ROOT,
