@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     workers: int = Field(default=1, ge=0, le=32)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
+    # Tasks the bridge keeps on the Celery queues beyond the worker slots, so a worker
+    # never waits for the bridge; default: as many as there are slots.
+    dispatch_headroom: int | None = Field(default=None, ge=0)
+    bridge_max_waiting: int = Field(default=20_000, ge=100)
+    task_lost_retries: int = Field(default=2, ge=0, le=20)
 
     # Operation.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -63,6 +65,18 @@ def _module_exists(module: str) -> bool:
     return (REPO_ROOT / module.replace(".", "/")).with_suffix(".py").exists() or (
         REPO_ROOT / module.replace(".", "/") / "__init__.py"
     ).exists()
+
+
+def flower_credentials(settings: Settings, run_dir: Path) -> str:
+    """FLOWER_BASIC_AUTH if set, else credentials generated once into the run folder."""
+    if settings.flower_basic_auth is not None:
+        return settings.flower_basic_auth.get_secret_value()
+    path = run_dir / "secrets" / "flower_basic_auth"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(f"admin:{secrets.token_urlsafe(18)}\n")
+    return path.read_text().strip()
 
 
 def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
@@ -132,13 +146,19 @@ def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSp
 def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
     """The platform's own processes; each is listed once its code exists."""
     python = str(VENV_BIN / "python")
-    celery = str(VENV_BIN / "celery")
 
     def ready_env(name: str) -> dict[str, str]:
         return {"READY_FILE": str(supervisor.ready_file(name).resolve())}
 
     specs: list[ProcessSpec] = []
-    if _module_exists("app.wsgi"):
+    if _module_exists("app"):
+        metrics_dir = supervisor.run_dir.resolve() / "metrics" / "api"
+
+        def fresh_metrics_dir() -> None:
+            # Samples of a previous run's processes must not be merged into this one's.
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+
         specs.append(
             ProcessSpec(
                 name="api",
@@ -146,10 +166,12 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
                     str(VENV_BIN / "gunicorn"),
                     "--config",
                     "python:app.gunicorn_conf",
-                    "app.wsgi:application",
+                    "app:create_app()",
                 ],
                 ready=_http_ready(settings.api_port, "/healthz"),
                 port=settings.api_port,
+                env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                before_start=fresh_metrics_dir,
                 cwd=REPO_ROOT,
             )
         )
@@ -180,9 +202,9 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
                 ProcessSpec(
                     name=name,
                     argv=[
-                        celery,
-                        "-A",
-                        "tasks.worker:celery_app",
+                        python,
+                        "-m",
+                        "tasks",
                         "worker",
                         "--hostname",
                         f"worker{index}@%h",
@@ -207,6 +229,7 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
                 argv=[python, "-m", "tasks.flower"],
                 ready=_http_ready(settings.flower_port, "/healthcheck"),
                 port=settings.flower_port,
+                env={"FLOWER_BASIC_AUTH": flower_credentials(settings, supervisor.run_dir)},
                 cwd=REPO_ROOT,
             )
         )

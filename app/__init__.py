@@ -1,0 +1,25 @@
+"""The HTTP API (Flask). `create_app(settings)` builds it; gunicorn serves
+`app:create_app()`; `flask --app app keys create <team>` issues keys."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from core.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from app import auth, errors, health, metrics, openapi, tasks_api
+    from app.services import Services
+
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
+    app.extensions["taskplatform"] = Services(settings)
+    errors.register_error_handlers(app)
+    metrics.install(app)
+    for module in (tasks_api, health, openapi):
+        app.register_blueprint(module.blueprint)
+    auth.register_cli(app)
+    return app

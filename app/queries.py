@@ -1,0 +1,117 @@
+"""Reading tasks back: one task with its timeline, and pages of tasks."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, select, tuple_
+
+from core.schema import task_events, tasks
+from core.status import Status, progress
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _task_body(row: Any) -> dict[str, Any]:
+    return {
+        "task_id": str(row.task_id),
+        "team": row.team,
+        "routine": row.routine,
+        "priority": row.priority,
+        "queue": row.queue,
+        "status": row.status,
+        "attempts": row.attempts,
+        "result": row.result,
+        "error": row.error,
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+        "links": {"self": f"/api/v1/tasks/{row.task_id}"},
+    }
+
+
+def get_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).first()
+        if row is None:
+            return None
+        events = conn.execute(
+            select(
+                task_events.c.status,
+                task_events.c.at,
+                task_events.c.attempt,
+                task_events.c.queue,
+                task_events.c.detail,
+            ).where(task_events.c.task_id == task_id)
+        ).all()
+    timeline = sorted(events, key=lambda e: (e.at, progress(Status(e.status), e.attempt)))
+    body = _task_body(row)
+    body["payload"] = row.payload
+    body["timeline"] = [
+        {
+            "status": e.status,
+            "at": _iso(e.at),
+            "attempt": e.attempt,
+            "queue": e.queue,
+            "detail": e.detail,
+        }
+        for e in timeline
+    ]
+    return body
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{task_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, task_id = raw.partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(task_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadCursor("cursor is not one this API returned") from None
+
+
+def list_tasks(
+    engine: Engine,
+    *,
+    team: str | None,
+    status: str | None,
+    routine: str | None,
+    limit: int,
+    cursor: tuple[datetime, uuid.UUID] | None,
+) -> dict[str, Any]:
+    query = select(tasks).order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc())
+    conditions = []
+    if team is not None:
+        conditions.append(tasks.c.team == team)
+    if status is not None:
+        conditions.append(tasks.c.status == status)
+    if routine is not None:
+        conditions.append(tasks.c.routine == routine)
+    if cursor is not None:
+        created, task_id = cursor
+        conditions.append(tuple_(tasks.c.created_at, tasks.c.task_id) < tuple_(created, task_id))
+    if conditions:
+        query = query.where(and_(*conditions))
+    with engine.connect() as conn:
+        rows = conn.execute(query.limit(limit + 1)).all()
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(last.created_at, last.task_id)
+    return {"tasks": [_task_body(r) for r in page], "next_cursor": next_cursor}

@@ -1,0 +1,74 @@
+"""The API process's long-lived clients, built on first use (after gunicorn forks) and
+closed when the worker exits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import current_app
+from sqlalchemy import Engine
+
+from app.accepted_writer import AcceptedWriter
+from app.auth import KeyStore
+from app.kafka_submitter import KafkaSubmitter
+from app.submission import Submission
+from core.db import make_engine
+from core.routing import RoutingPolicy
+from core.settings import Settings
+
+T = TypeVar("T")
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._built: dict[str, Any] = {}
+
+    def _lazy(self, name: str, factory: Callable[[], T]) -> T:
+        found = self._built.get(name)
+        if found is None:
+            with self._lock:
+                found = self._built.get(name)
+                if found is None:
+                    found = self._built[name] = factory()
+        return found
+
+    @property
+    def engine(self) -> Engine:
+        pool = self.settings.api_threads // 2 + 2
+        return self._lazy(
+            "engine", lambda: make_engine(self.settings, pool_size=pool, application="api")
+        )
+
+    @property
+    def keys(self) -> KeyStore:
+        return self._lazy("keys", lambda: KeyStore(self.engine))
+
+    @property
+    def submission(self) -> Submission:
+        return self._lazy(
+            "submission",
+            lambda: Submission(
+                self.settings,
+                engine=self.engine,
+                submitter=KafkaSubmitter(self.settings),
+                writer=AcceptedWriter(self.engine),
+                policy=RoutingPolicy(self.settings),
+            ),
+        )
+
+    def close(self) -> None:
+        submission = self._built.get("submission")
+        if submission is not None:
+            submission.writer.close()
+            submission.submitter.close()
+        engine = self._built.get("engine")
+        if engine is not None:
+            engine.dispose()
+
+
+def services() -> Services:
+    return current_app.extensions["taskplatform"]

@@ -1,0 +1,274 @@
+"""Accepting tasks: validate, authorise, produce to Kafka, record, answer.
+
+A task is accepted (202) only once Kafka has acknowledged its request with acks=all.
+The same team and idempotency key always name the same task: a repeat is answered with
+that task and nothing is produced (and if two repeats race, the bridge's claim runs it
+once).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.accepted_writer import AcceptedWriter
+from app.auth import Principal
+from app.errors import ApiError, Forbidden, Unavailable, ValidationFailed
+from app.kafka_submitter import KafkaSubmitter
+from core.messages import StatusEvent, TaskRequest, idempotent_task_id, utcnow, uuid7
+from core.priority import Priority
+from core.routing import RoutingError, RoutingPolicy
+from core.schema import tasks
+from core.settings import Settings
+from core.status import Status
+
+log = logging.getLogger(__name__)
+
+RECORD_WAIT_SECONDS = 2.0
+
+
+class SubmitRequest(BaseModel):
+    """The body of POST /api/v1/tasks (and each item of a batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: str = Field(min_length=1, max_length=40)
+    routine: str = Field(min_length=1, max_length=100)
+    priority: Priority | None = None
+    payload: dict[str, Any] | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+def validation_failed(exc: ValidationError) -> ValidationFailed:
+    details = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in error["loc"]) or "(body)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        entry: dict[str, Any] = {"field": field, "message": message}
+        if error["type"] != "missing" and isinstance(error.get("input"), str | int | float):
+            entry["value"] = error["input"]
+        details.append(entry)
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return ValidationFailed(summary, details=details)
+
+
+def parse_submission(body: Any) -> SubmitRequest:
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object")
+    try:
+        return SubmitRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+@dataclass
+class Accepted:
+    task_id: str
+    team: str
+    routine: str
+    priority: Priority
+    accepted_at: datetime
+    status: str = Status.ACCEPTED.value
+    replay: bool = False
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "status": self.status,
+            "team": self.team,
+            "routine": self.routine,
+            "priority": self.priority.value,
+            "accepted_at": self.accepted_at.isoformat(),
+            "idempotent_replay": self.replay,
+            "links": {"self": f"/api/v1/tasks/{self.task_id}"},
+        }
+
+
+Outcome = Accepted | ApiError
+
+
+class Submission:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine,
+        submitter: KafkaSubmitter,
+        writer: AcceptedWriter,
+        policy: RoutingPolicy,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.submitter = submitter
+        self.writer = writer
+        self.policy = policy
+
+    def submit(self, principal: Principal, items: list[SubmitRequest | ApiError]) -> list[Outcome]:
+        """Accept every valid item; each item gets its own outcome, in order."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        requests: dict[int, TaskRequest] = {}
+        now = utcnow()
+        for index, item in enumerate(items):
+            if isinstance(item, ApiError):
+                outcomes[index] = item
+                continue
+            try:
+                requests[index] = self._request(principal, item, now)
+            except ApiError as exc:
+                outcomes[index] = exc
+        existing = self._existing({r.task_id for r in requests.values() if r.idempotency_key})
+        to_send: dict[str, TaskRequest] = {}
+        for index, request in requests.items():
+            found = existing.get(request.task_id)
+            if found is not None:
+                outcomes[index] = found
+            else:
+                to_send.setdefault(request.task_id, request)
+        delivered = self._produce(list(to_send.values()))
+        for index, request in requests.items():
+            if outcomes[index] is None:
+                outcomes[index] = delivered[request.task_id]
+        self._record([to_send[t] for t, o in delivered.items() if isinstance(o, Accepted)])
+        return [o for o in outcomes if o is not None]
+
+    def _request(self, principal: Principal, item: SubmitRequest, now: datetime) -> TaskRequest:
+        if item.team not in self.settings.teams:
+            raise ValidationFailed(
+                f"team: unknown team {item.team!r}",
+                details=[{"field": "team", "message": "unknown team", "value": item.team}],
+            )
+        if not principal.may_act_for(item.team):
+            raise Forbidden(f"this key belongs to team {principal.team!r}, not {item.team!r}")
+        try:
+            priority = self.policy.check(item.routine, item.priority)
+        except RoutingError as exc:
+            field = "priority" if "priority" in str(exc) else "routine"
+            raise ValidationFailed(
+                f"{field}: {exc}", details=[{"field": field, "message": str(exc)}]
+            ) from None
+        if item.idempotency_key is not None:
+            task_id = str(idempotent_task_id(item.team, item.idempotency_key))
+        else:
+            task_id = str(uuid7())
+        return TaskRequest(
+            task_id=task_id,
+            team=item.team,
+            routine=item.routine,
+            priority=priority,
+            accepted_at=now,
+            payload=item.payload,
+            idempotency_key=item.idempotency_key,
+        )
+
+    def _existing(self, task_ids: set[str]) -> dict[str, Accepted]:
+        if not task_ids:
+            return {}
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(
+                        tasks.c.task_id,
+                        tasks.c.team,
+                        tasks.c.routine,
+                        tasks.c.priority,
+                        tasks.c.created_at,
+                        tasks.c.status,
+                    ).where(tasks.c.task_id.in_([uuid.UUID(t) for t in task_ids]))
+                ).all()
+        except SQLAlchemyError as exc:
+            # Without the lookup a repeat is produced again; the bridge runs it once.
+            log.warning("idempotency lookup failed: %s", exc)
+            return {}
+        return {
+            str(row.task_id): Accepted(
+                task_id=str(row.task_id),
+                team=row.team,
+                routine=row.routine,
+                priority=Priority(row.priority),
+                accepted_at=row.created_at,
+                status=row.status,
+                replay=True,
+            )
+            for row in rows
+        }
+
+    def _produce(self, requests: list[TaskRequest]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        if not requests:
+            return outcomes
+        futures = self.submitter.send_many(
+            [
+                (self.settings.request_topic(r.team), r.task_id.encode(), r.encode())
+                for r in requests
+            ]
+        )
+        for request, future in zip(requests, futures, strict=True):
+            try:
+                self.submitter.wait(future)
+            except Unavailable as exc:
+                outcomes[request.task_id] = exc
+            else:
+                outcomes[request.task_id] = Accepted(
+                    task_id=request.task_id,
+                    team=request.team,
+                    routine=request.routine,
+                    priority=request.priority,
+                    accepted_at=request.accepted_at,
+                )
+        return outcomes
+
+    def _record(self, requests: list[TaskRequest]) -> None:
+        if not requests:
+            return
+        task_rows = []
+        event_rows = []
+        for r in requests:
+            task_rows.append(
+                {
+                    "task_id": uuid.UUID(r.task_id),
+                    "team": r.team,
+                    "routine": r.routine,
+                    "priority": r.priority.value,
+                    "status": Status.ACCEPTED.value,
+                    "progress": 0,
+                    "attempts": 0,
+                    "payload": r.payload,
+                    "idempotency_key": r.idempotency_key,
+                    "created_at": r.accepted_at,
+                    "updated_at": r.accepted_at,
+                }
+            )
+            accepted = StatusEvent(
+                task_id=r.task_id,
+                status=Status.ACCEPTED,
+                team=r.team,
+                routine=r.routine,
+                priority=r.priority.value,
+                at=r.accepted_at,
+            )
+            event_rows.append(
+                {
+                    "event_id": uuid.UUID(accepted.event_id),
+                    "task_id": uuid.UUID(r.task_id),
+                    "status": Status.ACCEPTED.value,
+                    "attempt": 0,
+                    "at": r.accepted_at,
+                    "queue": None,
+                    "detail": None,
+                }
+            )
+        try:
+            self.writer.record(task_rows, event_rows).result(RECORD_WAIT_SECONDS)
+        except (FutureTimeout, SQLAlchemyError) as exc:
+            # Durable in Kafka already: the recorder will write the row from the events.
+            log.warning("could not record %d accepted tasks yet: %s", len(requests), exc)

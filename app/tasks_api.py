@@ -1,0 +1,127 @@
+"""`/api/v1/tasks`: submit one or many tasks, read one, list a page."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, g
+
+from app.auth import Principal, authenticate
+from app.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+)
+from app.http import json_response, query_args, read_json
+from app.queries import BadCursor, decode_cursor, get_task, list_tasks
+from app.services import services
+from app.submission import Accepted, SubmitRequest, parse_submission
+from core.status import Status
+
+blueprint = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
+
+MAX_PAGE = 500
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    g.principal = authenticate(services().keys)
+
+
+def _principal() -> Principal:
+    return g.principal
+
+
+@blueprint.post("")
+def submit_one() -> Response:
+    item = parse_submission(read_json())
+    (outcome,) = services().submission.submit(_principal(), [item])
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return json_response(outcome.body(), 202, {"Location": outcome.body()["links"]["self"]})
+
+
+@blueprint.post("/batch")
+def submit_batch() -> Response:
+    body = read_json()
+    if not isinstance(body, dict) or set(body) != {"tasks"}:
+        raise ValidationFailed('the body must be {"tasks": [...]}')
+    items = body["tasks"]
+    limit = services().settings.api_batch_max
+    if not isinstance(items, list) or not items:
+        raise ValidationFailed("tasks must be a non-empty list")
+    if len(items) > limit:
+        raise ValidationFailed(f"tasks holds {len(items)} items; at most {limit} per batch")
+    parsed: list[SubmitRequest | ApiError] = []
+    for item in items:
+        try:
+            parsed.append(parse_submission(item))
+        except ApiError as exc:
+            parsed.append(exc)
+    outcomes = services().submission.submit(_principal(), parsed)
+    results: list[dict[str, Any]] = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, Accepted):
+            results.append({"index": index, "status_code": 202, "task": outcome.body()})
+        else:
+            results.append({"index": index, "status_code": outcome.status, **outcome.body()})
+    accepted = sum(1 for r in results if r["status_code"] == 202)
+    if accepted == 0 and all(isinstance(o, Unavailable) for o in outcomes):
+        raise Unavailable("Kafka cannot take requests right now; nothing was accepted")
+    return json_response(
+        {"accepted": accepted, "rejected": len(results) - accepted, "results": results}, 202
+    )
+
+
+@blueprint.get("/<task_id>")
+def read_one(task_id: str) -> Response:
+    query_args(set())
+    try:
+        parsed = uuid.UUID(task_id)
+    except ValueError:
+        raise NotFound(f"no task {task_id!r}: task ids are UUIDs") from None
+    task = get_task(services().engine, parsed)
+    # Another team's task is reported as missing: its existence is not ours to reveal.
+    if task is None or not _principal().may_act_for(task["team"]):
+        raise NotFound(f"no task {task_id}")
+    return json_response(task)
+
+
+@blueprint.get("")
+def read_page() -> Response:
+    args = query_args({"team", "status", "routine", "limit", "cursor"})
+    principal = _principal()
+    team = args.get("team")
+    settings = services().settings
+    if team is not None and team not in settings.teams:
+        raise BadRequest(f"team: unknown team {team!r}")
+    if not principal.is_admin:
+        if team is not None and team != principal.team:
+            raise Forbidden(f"this key belongs to team {principal.team!r}, not {team!r}")
+        team = principal.team
+    status = args.get("status")
+    if status is not None and status not in Status.__members__:
+        raise BadRequest(f"status: {status!r} is not one of {', '.join(Status.__members__)}")
+    routine = args.get("routine")
+    limit_text = args.get("limit", "50")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise BadRequest(f"limit: {limit_text!r} is not a whole number from 1 to {MAX_PAGE}")
+    cursor = None
+    if "cursor" in args:
+        try:
+            cursor = decode_cursor(args["cursor"])
+        except BadCursor as exc:
+            raise BadRequest(f"cursor: {exc}") from None
+    page = list_tasks(
+        services().engine,
+        team=team,
+        status=status,
+        routine=routine,
+        limit=int(limit_text),
+        cursor=cursor,
+    )
+    return json_response(page)

@@ -1,0 +1,132 @@
+"""Puts tasks on the Celery queues, and tells the bridge how much room the workers have.
+
+The bridge sends tasks by name (`routine.<name>`); it never imports the workers' code.
+Room is read from the broker itself: the tasks waiting in the three queues plus those
+the workers have taken but not yet acknowledged (Redis transport's `unacked` hash), set
+against the worker slots that workers announce in `tp:workers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from celery import Celery
+
+from core import redis_keys
+from core.celery_app import task_name
+from core.priority import Priority
+
+log = logging.getLogger(__name__)
+
+WORKER_STALE_SECONDS = 15.0
+UNACKED_KEY = "unacked"  # kombu's Redis transport default
+FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    slots: int  # worker processes that can run a task right now, across all workers
+    queued: dict[Priority, int]  # tasks waiting in each Celery queue
+    reserved: int  # tasks taken by workers and not yet acknowledged
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.queued.values()) + self.reserved
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One task to send: the Celery task's argument and where it goes."""
+
+    task_id: str
+    routine: str
+    queue: Priority
+    envelope: dict[str, Any]
+    dispatch: int
+    retries: int
+
+
+class CeleryDispatcher:
+    def __init__(self, celery: Celery, client: redis.Redis) -> None:
+        self.celery = celery
+        self.redis = client
+        self._slots = 0
+        self._slots_read_at = 0.0
+
+    def capacity(self) -> Capacity:
+        now = time.monotonic()
+        pipe = self.redis.pipeline(transaction=False)
+        for p in Priority.ordered():
+            pipe.llen(p.value)
+        pipe.hlen(UNACKED_KEY)
+        refresh_slots = now - self._slots_read_at > 1.0
+        if refresh_slots:
+            pipe.hgetall(redis_keys.WORKERS)
+        replies = pipe.execute()
+        if refresh_slots:
+            self._slots = self._count_slots(replies[4])
+            self._slots_read_at = now
+        queued = {p: int(replies[i]) for i, p in enumerate(Priority.ordered())}
+        return Capacity(slots=self._slots, queued=queued, reserved=int(replies[3]))
+
+    @staticmethod
+    def _count_slots(workers: dict[bytes, bytes]) -> int:
+        now = time.time()
+        slots = 0
+        for value in workers.values():
+            try:
+                info = orjson.loads(value)
+                if now - float(info["at"]) < WORKER_STALE_SECONDS:
+                    slots += int(info["slots"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        return slots
+
+    def claim(self, batch: list[Dispatch]) -> list[str | None]:
+        """Mark each delivery as dispatched. For each: None when it is new and must be
+        published; FINISHED when the task already ended; otherwise the queue an earlier
+        run of the bridge sent it to (a redelivered Kafka message, not to run again)."""
+        if not batch:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for item in batch:
+            pipe.exists(redis_keys.outcome(item.task_id))
+            pipe.set(
+                redis_keys.dispatched(item.task_id, item.dispatch, item.retries),
+                item.queue.value,
+                nx=True,
+                get=True,
+                ex=redis_keys.KEY_TTL,
+            )
+        replies = pipe.execute()
+        result: list[str | None] = []
+        for finished, previous in zip(replies[0::2], replies[1::2], strict=True):
+            if finished:
+                result.append(FINISHED)
+            else:
+                result.append(previous.decode() if previous is not None else None)
+        return result
+
+    def unclaim(self, batch: list[Dispatch]) -> None:
+        """Undo `claim` for deliveries that could not be published."""
+        pipe = self.redis.pipeline(transaction=False)
+        for item in batch:
+            pipe.delete(redis_keys.dispatched(item.task_id, item.dispatch, item.retries))
+        pipe.execute()
+
+    def publish(self, batch: list[Dispatch]) -> None:
+        """Send every task of the batch over one pipelined connection; raises on failure."""
+        with self.celery.producer_or_acquire() as producer, producer.batch(max_size=500):
+            for item in batch:
+                self.celery.send_task(
+                    task_name(item.routine),
+                    args=[item.envelope],
+                    task_id=item.task_id,
+                    queue=item.queue.value,
+                    producer=producer,
+                )

@@ -1,0 +1,405 @@
+"""The bridge: a Kafka consumer group that turns task requests into Celery tasks.
+
+Each request is checked and routed (core.routing), waits in the priority scheduler
+until the workers have room, and is then published to its Celery queue. Offsets are
+stored only once a message is dispatched, dead-lettered or found to be a duplicate,
+so a crash re-reads what was not finished (at-least-once); a per-delivery claim in
+Redis makes the re-read harmless. A message that cannot become a task goes to the
+dead-letter topic with its reason and original bytes, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from celery.exceptions import CeleryError
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from kombu.exceptions import KombuError
+
+from bridge.dispatcher import FINISHED, Capacity, CeleryDispatcher, Dispatch
+from bridge.offsets import OffsetTracker
+from bridge.scheduler import PriorityScheduler, Waiting
+from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_request, event_id
+from core.priority import Priority
+from core.routing import Route, RoutingError, RoutingPolicy
+from core.settings import Settings
+from core.status import Status
+from core.status_publisher import StatusPublisher
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+IDLE_POLL = 0.1
+BUSY_POLL = 0.002
+
+
+@dataclass
+class Pending:
+    """A request waiting in the scheduler, with where it came from."""
+
+    request: TaskRequest
+    route: Route
+    tp: tuple[str, int]
+    offset: int
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Consumer,
+        producer: Producer,
+        dispatcher: CeleryDispatcher,
+        policy: RoutingPolicy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.events = StatusPublisher(producer, settings.status_topic)
+        self.dispatcher = dispatcher
+        self.policy = policy
+        self.clock = clock
+        self.scheduler: PriorityScheduler[Pending] = PriorityScheduler(settings.priority_weights)
+        self.offsets = OffsetTracker()
+        self.team_by_topic = {settings.request_topic(t): t for t in settings.teams}
+        self.paused = False
+        self.capacity: Capacity | None = None
+        self._pushed_since_read = 0
+        self._fast: list[Waiting[Pending]] = []
+        self._last_warning = 0.0
+
+    # The loop.
+
+    def run(self, stop: threading.Event, ready_file: Path | None = None) -> None:
+        self.consumer.subscribe(
+            list(self.team_by_topic),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("bridge consuming %s", ", ".join(self.team_by_topic))
+        if ready_file is not None:
+            ready_file.touch()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self._shutdown()
+
+    def step(self) -> None:
+        messages = self.consumer.consume(BATCH, self._poll_timeout())
+        now = self.clock()
+        self._read_capacity()
+        for message in messages:
+            self._intake(message, now)
+        self._dispatch(now)
+        self._store_offsets()
+        self.producer.poll(0)
+        self._flow_control()
+
+    def _poll_timeout(self) -> float:
+        if self.scheduler.ready_count:
+            return BUSY_POLL
+        release = self.scheduler.next_release()
+        if release is not None:
+            return max(0.0, min(IDLE_POLL, release - self.clock()))
+        return IDLE_POLL
+
+    # Intake: check, route, dead-letter or schedule.
+
+    def _intake(self, message: Message, now: float) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error)
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        tp = (topic, partition)
+        self.offsets.seen(tp, offset)
+        try:
+            request = decode_request(message.value())
+            expected_team = self.team_by_topic.get(topic)
+            if request.team != expected_team:
+                raise MalformedMessage(
+                    f"team {request.team!r} does not match topic {topic}",
+                    task_id=request.task_id,
+                    team=request.team,
+                )
+            route = self.policy.route(
+                task_id=request.task_id,
+                team=request.team,
+                routine=request.routine,
+                priority=request.priority,
+                accepted_at=request.accepted_at,
+                count_flood=request.is_first_delivery,
+            )
+        except MalformedMessage as exc:
+            self._dead_letter(message, exc.reason, exc.task_id, exc.team)
+            self.offsets.done(tp, offset)
+            return
+        except RoutingError as exc:
+            self._dead_letter(message, str(exc), request.task_id, request.team, request)
+            self.offsets.done(tp, offset)
+            return
+        if request.is_first_delivery:
+            self.events.emit(
+                StatusEvent(
+                    task_id=request.task_id,
+                    status=Status.ACCEPTED,
+                    team=request.team,
+                    routine=request.routine,
+                    priority=request.priority.value,
+                    at=request.accepted_at,
+                    accepted_at=request.accepted_at,
+                    payload=request.payload,
+                    idempotency_key=request.idempotency_key,
+                )
+            )
+        waiting = Waiting(
+            item=Pending(request, route, tp, offset),
+            queue=route.queue,
+            team=request.team,
+            release_at=self._release_time(request, route, now),
+            partition_key=tp,
+        )
+        if (
+            waiting.release_at <= now
+            and self.scheduler.waiting(route.queue) == 0
+            and self._fast_room(route.queue) > 0
+        ):
+            self._fast.append(waiting)
+        else:
+            self.scheduler.add(waiting, now)
+
+    def _release_time(self, request: TaskRequest, route: Route, now: float) -> float:
+        wall = max(
+            (t for t in (route.release_at, request.not_before) if t is not None),
+            default=None,
+        )
+        if wall is None:
+            return 0.0
+        return now + (wall - datetime.now(UTC)).total_seconds()
+
+    # Dispatch: as much as the workers have room for, in scheduler order.
+
+    def _window(self, capacity: Capacity) -> int:
+        headroom = self.settings.dispatch_headroom
+        return capacity.slots + (capacity.slots if headroom is None else headroom)
+
+    def _read_capacity(self) -> None:
+        try:
+            self.capacity = self.dispatcher.capacity()
+            self._pushed_since_read = 0
+        except redis.RedisError as exc:
+            self._warn(f"cannot read the broker's queues: {exc}")
+            self.capacity = None
+
+    def _fast_room(self, queue: Priority) -> int:
+        """How many newcomers of this priority may skip the wait: the queue may hold as
+        many as there are worker slots, so each is next in line when a slot frees."""
+        if self.capacity is None:
+            return 0
+        sent = sum(1 for w in self._fast if w.queue is queue)
+        return self.capacity.slots - self.capacity.queued[queue] - sent
+
+    def _dispatch(self, now: float) -> None:
+        self.scheduler.release_due(now)
+        picked, self._fast = self._fast, []
+        if self.capacity is not None:
+            free = (
+                self._window(self.capacity)
+                - self.capacity.in_flight
+                - self._pushed_since_read
+                - len(picked)
+            )
+            if free > 0:
+                picked.extend(self.scheduler.take(free))
+            elif self.capacity.slots == 0 and self.scheduler.ready_count:
+                self._warn(f"no worker is running; {self.scheduler.ready_count} tasks wait")
+        if picked:
+            self._send(picked, now)
+
+    def _send(self, picked: list[Waiting[Pending]], now: float) -> None:
+        batch = [self._to_dispatch(w.item) for w in picked]
+        try:
+            previous = self.dispatcher.claim(batch)
+            fresh = [item for item, old in zip(batch, previous, strict=True) if old is None]
+            self.dispatcher.publish(fresh)
+        except (redis.RedisError, KombuError, CeleryError, OSError) as exc:
+            self._warn(f"cannot publish to the Celery broker, will retry: {exc}")
+            # If even this fails the claims expire; a re-run is refused by the outcome check.
+            with contextlib.suppress(redis.RedisError):
+                self.dispatcher.unclaim(batch)
+            for waiting in picked:
+                self.scheduler.add(waiting, now)
+            self.capacity = None
+            return
+        self._pushed_since_read += len(fresh)
+        for waiting, item, old in zip(picked, batch, previous, strict=True):
+            pending = waiting.item
+            if old != FINISHED:
+                # A duplicate re-announces its QUEUED event (same event id: recorded once).
+                self._emit_queued(pending, item.queue if old is None else Priority(old))
+            self.offsets.done(pending.tp, pending.offset)
+
+    def _to_dispatch(self, pending: Pending) -> Dispatch:
+        request = pending.request
+        envelope = {
+            "task_id": request.task_id,
+            "team": request.team,
+            "routine": request.routine,
+            "priority": request.priority.value,
+            "queue": pending.route.queue.value,
+            "payload": request.payload,
+            "accepted_at": request.accepted_at.isoformat(),
+            "dispatch": request.dispatch,
+            "retries": request.retries,
+        }
+        return Dispatch(
+            task_id=request.task_id,
+            routine=request.routine,
+            queue=pending.route.queue,
+            envelope=envelope,
+            dispatch=request.dispatch,
+            retries=request.retries,
+        )
+
+    def _emit_queued(self, pending: Pending, queue: Priority) -> None:
+        request = pending.request
+        self.events.emit(
+            StatusEvent(
+                task_id=request.task_id,
+                status=Status.QUEUED,
+                team=request.team,
+                routine=request.routine,
+                priority=request.priority.value,
+                attempt=1 + request.retries + request.dispatch,
+                queue=queue.value,
+                detail=pending.route.detail,
+                accepted_at=request.accepted_at,
+                event_id=event_id(request.task_id, f"QUEUED:{request.dispatch}:{request.retries}"),
+            )
+        )
+
+    # Dead letters.
+
+    def _dead_letter(
+        self,
+        message: Message,
+        reason: str,
+        task_id: str | None,
+        team: str | None,
+        request: TaskRequest | None = None,
+    ) -> None:
+        log.warning(
+            "dead-lettering a message from %s[%s]@%s: %s",
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            reason,
+            extra={"task_id": task_id, "team": team},
+        )
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", reason.encode()),
+            ("source_topic", (message.topic() or "").encode()),
+            ("source_partition", str(message.partition()).encode()),
+            ("source_offset", str(message.offset()).encode()),
+            ("dead_lettered_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        if team:
+            headers.append(("team", team.encode()))
+        if task_id:
+            headers.append(("task_id", task_id.encode()))
+        self.producer.produce(
+            self.settings.dlq_topic, key=message.key(), value=message.value(), headers=headers
+        )
+        if task_id is not None:
+            team_name = team or self.team_by_topic.get(message.topic() or "", "unknown")
+            self.events.emit(
+                StatusEvent(
+                    task_id=task_id,
+                    status=Status.DEAD_LETTERED,
+                    team=team_name,
+                    routine=request.routine if request else "unknown",
+                    priority=request.priority.value if request else Priority.MEDIUM.value,
+                    error=reason,
+                    accepted_at=request.accepted_at if request else None,
+                    payload=request.payload if request else None,
+                )
+            )
+        # Dead letters are rare; wait for them so the offset is never stored before.
+        if self.producer.flush(30) > 0:
+            raise RuntimeError("dead letter not acknowledged by Kafka")
+
+    # Offsets, flow control, rebalances.
+
+    def _store_offsets(self) -> None:
+        committable = self.offsets.committable()
+        if not committable:
+            return
+        try:
+            self.consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in committable.items()]
+            )
+        except Exception as exc:  # a partition revoked a moment ago
+            log.debug("store_offsets: %s", exc)
+
+    def _flow_control(self) -> None:
+        waiting = len(self.scheduler)
+        limit = self.settings.bridge_max_waiting
+        if not self.paused and waiting >= limit:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+            log.info("pausing intake: %d tasks wait for workers", waiting)
+        elif self.paused and waiting < limit // 2:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+            log.info("resuming intake: %d tasks wait", waiting)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        if self.paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(p.topic, p.partition) for p in partitions]
+        dropped = self.scheduler.drop(keys)
+        self._fast = [w for w in self._fast if w.partition_key not in set(keys)]
+        committable = self.offsets.committable()
+        mine = [
+            TopicPartition(t, p, committable[(t, p)]) for (t, p) in keys if (t, p) in committable
+        ]
+        if mine:
+            try:
+                consumer.commit(offsets=mine, asynchronous=False)
+            except Exception as exc:
+                log.info("commit on revoke: %s", exc)
+        self.offsets.forget(keys)
+        log.info("revoked %d partitions; %d waiting tasks handed over", len(keys), len(dropped))
+
+    def _warn(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 5:
+            log.warning(text)
+            self._last_warning = now
+
+    def _shutdown(self) -> None:
+        log.info(
+            "bridge stopping; %d waiting tasks are left to the next owner", len(self.scheduler)
+        )
+        self._store_offsets()
+        undelivered = self.events.flush(10)
+        if undelivered:
+            log.error("%d status events were not delivered before shutdown", undelivered)
+        self.consumer.close()

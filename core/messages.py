@@ -1,0 +1,253 @@
+"""The two message formats on Kafka: task requests (`tasks.<team>`) and status events
+(`tasks.status`). Both are JSON objects; `decode_*` raise `MalformedMessage` with a reason.
+
+Event ids are derived from the task id and the transition, so an event produced twice
+(a redelivered message, a retried publish) is recorded once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from core.priority import Priority
+from core.status import Status
+
+EVENT_NAMESPACE = uuid.UUID("6f1c2d4e-8a7b-4c3d-9e2f-1a2b3c4d5e6f")
+
+
+class MalformedMessage(ValueError):
+    """A message that cannot be turned into a task; `task_id` is set when it was readable."""
+
+    def __init__(self, reason: str, *, task_id: str | None = None, team: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.task_id = task_id
+        self.team = team
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): new rows land at the end of indexes."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def idempotent_task_id(team: str, idempotency_key: str) -> uuid.UUID:
+    """The same team and key always name the same task."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"task\x00{team}\x00{idempotency_key}")
+
+
+def event_id(task_id: str, label: str) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{task_id}\x00{label}"))
+
+
+def _parse_time(value: Any, name: str, task_id: str | None) -> datetime:
+    if not isinstance(value, str):
+        raise MalformedMessage(f"{name} must be an ISO-8601 string", task_id=task_id)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise MalformedMessage(
+            f"{name} {value!r} is not an ISO-8601 time", task_id=task_id
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A request to run a task, as the API (or a retry, or the reconciler) produces it."""
+
+    task_id: str
+    team: str
+    routine: str
+    priority: Priority
+    accepted_at: datetime
+    payload: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    dispatch: int = 0  # 0 first; the reconciler's re-dispatches count up
+    retries: int = 0  # failed attempts so far that were retried
+    not_before: datetime | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "v": 1,
+            "task_id": self.task_id,
+            "team": self.team,
+            "routine": self.routine,
+            "priority": self.priority.value,
+            "accepted_at": self.accepted_at.isoformat(),
+            "payload": self.payload,
+        }
+        if self.idempotency_key is not None:
+            body["idempotency_key"] = self.idempotency_key
+        if self.dispatch:
+            body["dispatch"] = self.dispatch
+        if self.retries:
+            body["retries"] = self.retries
+        if self.not_before is not None:
+            body["not_before"] = self.not_before.isoformat()
+        return orjson.dumps(body)
+
+    @property
+    def is_first_delivery(self) -> bool:
+        return self.dispatch == 0 and self.retries == 0
+
+
+def decode_request(raw: bytes | None) -> TaskRequest:
+    """Parse and check a request message; raises MalformedMessage naming the problem."""
+    if raw is None:
+        raise MalformedMessage("empty message")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedMessage("not a JSON object")
+    task_id = body.get("task_id")
+    team = body.get("team") if isinstance(body.get("team"), str) else None
+    if not isinstance(task_id, str):
+        raise MalformedMessage("task_id is missing", team=team)
+    try:
+        task_id = str(uuid.UUID(task_id))
+    except ValueError:
+        raise MalformedMessage(f"task_id {task_id!r} is not a UUID", team=team) from None
+    if team is None:
+        raise MalformedMessage("team is missing", task_id=task_id)
+    routine = body.get("routine")
+    if not isinstance(routine, str) or not routine:
+        raise MalformedMessage("routine is missing", task_id=task_id, team=team)
+    try:
+        priority = Priority(str(body.get("priority")))
+    except ValueError:
+        raise MalformedMessage(
+            f"priority {body.get('priority')!r} is not high, medium or low",
+            task_id=task_id,
+            team=team,
+        ) from None
+    payload = body.get("payload")
+    if payload is not None and not isinstance(payload, dict):
+        raise MalformedMessage("payload must be a JSON object", task_id=task_id, team=team)
+    numbers = {}
+    for name in ("dispatch", "retries"):
+        value = body.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MalformedMessage(f"{name} must be a whole number", task_id=task_id, team=team)
+        numbers[name] = value
+    not_before = body.get("not_before")
+    key = body.get("idempotency_key")
+    return TaskRequest(
+        task_id=task_id,
+        team=team,
+        routine=routine,
+        priority=priority,
+        accepted_at=_parse_time(body.get("accepted_at"), "accepted_at", task_id),
+        payload=payload,
+        idempotency_key=key if isinstance(key, str) else None,
+        dispatch=numbers["dispatch"],
+        retries=numbers["retries"],
+        not_before=_parse_time(not_before, "not_before", task_id) if not_before else None,
+    )
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """One transition of one task. Carries enough to create the task's row if the
+    ACCEPTED event has not been recorded yet."""
+
+    task_id: str
+    status: Status
+    team: str
+    routine: str
+    priority: str
+    at: datetime = field(default_factory=utcnow)
+    attempt: int = 0
+    queue: str | None = None
+    result: Any = None
+    error: str | None = None
+    detail: dict[str, Any] | None = None
+    accepted_at: datetime | None = None
+    payload: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            object.__setattr__(self, "event_id", event_id(self.task_id, self.default_label()))
+
+    def default_label(self) -> str:
+        if self.status.terminal or self.status is Status.ACCEPTED:
+            return self.status.value
+        return f"{self.status.value}:{self.attempt}"
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "v": 1,
+            "event_id": self.event_id,
+            "task_id": self.task_id,
+            "status": self.status.value,
+            "at": self.at.isoformat(),
+            "team": self.team,
+            "routine": self.routine,
+            "priority": self.priority,
+            "attempt": self.attempt,
+        }
+        optional = {
+            "queue": self.queue,
+            "result": self.result,
+            "error": self.error,
+            "detail": self.detail,
+            "accepted_at": self.accepted_at.isoformat() if self.accepted_at else None,
+            "payload": self.payload,
+            "idempotency_key": self.idempotency_key,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return orjson.dumps(body)
+
+
+def decode_event(raw: bytes | None) -> StatusEvent:
+    if raw is None:
+        raise MalformedMessage("empty event")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MalformedMessage("not a JSON object")
+    try:
+        task_id = str(uuid.UUID(body["task_id"]))
+        accepted = body.get("accepted_at")
+        return StatusEvent(
+            task_id=task_id,
+            status=Status(body["status"]),
+            team=str(body["team"]),
+            routine=str(body["routine"]),
+            priority=str(body["priority"]),
+            at=_parse_time(body["at"], "at", task_id),
+            attempt=int(body.get("attempt", 0)),
+            queue=body.get("queue"),
+            result=body.get("result"),
+            error=body.get("error"),
+            detail=body.get("detail"),
+            accepted_at=_parse_time(accepted, "accepted_at", task_id) if accepted else None,
+            payload=body.get("payload"),
+            idempotency_key=body.get("idempotency_key"),
+            event_id=str(uuid.UUID(body["event_id"])),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessage(f"bad status event: {exc!r}") from None

@@ -1,0 +1,23 @@
+"""Names of the platform's own keys in Redis (beside Celery's queues)."""
+
+from __future__ import annotations
+
+PREFIX = "tp:"
+WORKERS = PREFIX + "workers"  # hash: worker hostname -> {"slots": n, "at": unix time}
+DAY = 86_400
+KEY_TTL = 7 * DAY
+
+
+def dispatched(task_id: str, dispatch: int, retries: int) -> str:
+    """Set when the bridge has put this delivery of the task on a Celery queue."""
+    return f"{PREFIX}dispatched:{task_id}:{dispatch}:{retries}"
+
+
+def outcome(task_id: str) -> str:
+    """The task's terminal event, kept so a re-run re-announces instead of re-running."""
+    return f"{PREFIX}outcome:{task_id}"
+
+
+def attempts(task_id: str) -> str:
+    """How many times a worker has started the task (a lost worker counts too)."""
+    return f"{PREFIX}attempts:{task_id}"

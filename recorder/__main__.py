@@ -1,0 +1,43 @@
+"""`python -m recorder`: record the status topic in Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from core.db import make_engine
+from core.kafka import make_consumer
+from core.logs import configure_logging
+from core.settings import ConfigError, load_settings
+from recorder.service import Recorder
+
+CONSUMER_GROUP = "taskplatform-recorder"
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(settings, stage="recorder")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    engine = make_engine(settings, pool_size=2, application="recorder")
+    consumer = make_consumer(settings, CONSUMER_GROUP, **{"fetch.min.bytes": 1})
+    ready = os.environ.get("READY_FILE")
+    try:
+        Recorder(settings, consumer=consumer, engine=engine).run(
+            stop, Path(ready) if ready else None
+        )
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

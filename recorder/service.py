@@ -1,0 +1,138 @@
+"""Consumes the status topic and records it in Postgres, in batches.
+
+Offsets are stored only after the batch is committed to Postgres. While Postgres is
+unreachable the consumer pauses (staying in its group) and retries the same batch with
+backoff, so events produced during an outage are recorded when it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from core.messages import MalformedMessage, StatusEvent, decode_event
+from core.settings import Settings
+from recorder.writer import BatchResult, write_batch
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+POLL_SECONDS = 0.05
+MAX_BACKOFF = 5.0
+
+
+class Recorder:
+    def __init__(self, settings: Settings, *, consumer: Consumer, engine: Engine) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.engine = engine
+        self.recorded = 0
+        self.malformed = 0
+
+    def run(self, stop: threading.Event, ready_file: Path | None = None) -> None:
+        self.consumer.subscribe([self.settings.status_topic])
+        log.info("recorder consuming %s", self.settings.status_topic)
+        if ready_file is not None:
+            ready_file.touch()
+        try:
+            while not stop.is_set():
+                self.step(stop)
+        finally:
+            self.consumer.close()
+
+    def step(self, stop: threading.Event) -> BatchResult | None:
+        messages = self.consumer.consume(BATCH, POLL_SECONDS)
+        if not messages:
+            return None
+        events: list[StatusEvent] = []
+        last: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", error)
+                continue
+            last[(message.topic() or "", message.partition() or 0)] = message.offset() or 0
+            event = self._decode(message)
+            if event is not None:
+                events.append(event)
+        result = self._write(events, stop)
+        if result is None:
+            return None  # stopping with the batch unwritten: it is read again on restart
+        if last:
+            self.consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            )
+        self.recorded += result.events_written
+        return result
+
+    def _decode(self, message: Message) -> StatusEvent | None:
+        try:
+            return decode_event(message.value())
+        except MalformedMessage as exc:
+            self.malformed += 1
+            log.warning(
+                "skipping a malformed status event at %s[%s]@%s: %s",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                exc.reason,
+            )
+            return None
+
+    def _write(self, events: list[StatusEvent], stop: threading.Event) -> BatchResult | None:
+        delay = 0.1
+        paused = False
+        try:
+            while True:
+                try:
+                    return self._write_isolating_poison(events)
+                except OperationalError as exc:
+                    if not paused:
+                        log.warning("Postgres unavailable, holding %d events: %s", len(events), exc)
+                        self.consumer.pause(self.consumer.assignment())
+                        paused = True
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if stop.is_set():
+                        return None
+                    # Keep our place in the consumer group while we wait.
+                    self.consumer.poll(0.1)
+                delay = min(MAX_BACKOFF, delay * 2)
+        finally:
+            if paused:
+                self.consumer.resume(self.consumer.assignment())
+                log.info("Postgres is back; recording resumed")
+
+    def _write_isolating_poison(self, events: list[StatusEvent]) -> BatchResult:
+        """Write the batch; if Postgres refuses its content, split it until the one
+        refused event is found, and drop only that one (with a log line)."""
+        try:
+            return write_batch(self.engine, events)
+        except OperationalError:
+            raise
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise OperationalError(str(exc), None, exc.orig) from exc  # type: ignore[arg-type]
+            if len(events) == 1:
+                self.malformed += 1
+                log.error(
+                    "dropping a status event Postgres refuses: %s",
+                    exc.orig,
+                    extra={"task_id": events[0].task_id, "status": events[0].status},
+                )
+                return BatchResult(0, 1, 0)
+            middle = len(events) // 2
+            first = self._write_isolating_poison(events[:middle])
+            second = self._write_isolating_poison(events[middle:])
+            return BatchResult(
+                first.events_written + second.events_written,
+                first.events_dropped + second.events_dropped,
+                first.tasks_touched + second.tasks_touched,
+            )

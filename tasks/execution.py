@@ -1,0 +1,218 @@
+"""How one delivery of a task runs on a worker, whatever the routine.
+
+- An ended task is never run again: its terminal event is kept in Redis, and a second
+  delivery (a redelivered message, a reconciler's re-dispatch) re-announces it instead.
+- Every start counts as an attempt, including one whose worker died; past the cap
+  (retries + 1 + TASK_LOST_RETRIES) the task ends FAILED instead of crash-looping.
+- A failure is retried with exponential backoff and full jitter by sending the request
+  back through Kafka with a `not_before` time; the bridge holds it until then (no Celery
+  ETA, so no double run past Redis's visibility timeout, celery#2599).
+- A soft time limit ends the task FAILED with the reason; a hard one is reported by the
+  worker's main process (tasks.worker).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import redis
+from billiard.exceptions import SoftTimeLimitExceeded
+from confluent_kafka import Producer
+
+from core import redis_keys
+from core.messages import StatusEvent, TaskRequest, decode_event
+from core.priority import Priority
+from core.settings import ConfigError, RoutineSpec, Settings
+from core.status import Status
+from core.status_publisher import StatusPublisher
+from tasks.context import RoutineContext
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 60.0
+
+Routine = Callable[..., Any]
+
+
+def load_routine(name: str, spec: RoutineSpec) -> Routine:
+    """Import a routine's function; ConfigError names the routine if it cannot."""
+    module_name, _, attr = spec.function.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"ROUTINES: routine {name!r}: cannot load {spec.function}: {exc}"
+        ) from None
+    if not callable(function):
+        raise ConfigError(f"ROUTINES: routine {name!r}: {spec.function} is not callable")
+    return function
+
+
+def wants_context(function: Routine) -> bool:
+    return "context" in inspect.signature(function).parameters
+
+
+def retry_delay(retries: int) -> float:
+    """Exponential backoff with full jitter: a random delay up to base * 2**retries."""
+    ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**retries)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Resources:
+    """Per-process clients; built after the worker forks, closed at its exit."""
+
+    settings: Settings
+    redis: redis.Redis
+    producer: Producer
+    events: StatusPublisher
+
+    @classmethod
+    def build(cls, settings: Settings) -> Resources:
+        from core.kafka import make_producer
+
+        producer = make_producer(settings, **{"message.timeout.ms": 300_000, "linger.ms": 5})
+        return cls(
+            settings=settings,
+            redis=redis.Redis.from_url(settings.redis_url, socket_timeout=10),
+            producer=producer,
+            events=StatusPublisher(producer, settings.status_topic),
+        )
+
+    def close(self) -> None:
+        left = self.events.flush(10)
+        if left:
+            log.error("%d status events undelivered at worker exit", left)
+        self.redis.close()
+
+
+class Run:
+    """One delivery of one task to this worker."""
+
+    def __init__(
+        self, resources: Resources, spec: RoutineSpec, function: Routine, envelope: dict[str, Any]
+    ) -> None:
+        self.resources = resources
+        self.spec = spec
+        self.function = function
+        self.envelope = envelope
+        self.task_id: str = envelope["task_id"]
+        self.attempt = 0
+
+    def event(self, status: Status, **fields: Any) -> StatusEvent:
+        env = self.envelope
+        return StatusEvent(
+            task_id=self.task_id,
+            status=status,
+            team=env["team"],
+            routine=env["routine"],
+            priority=env["priority"],
+            attempt=self.attempt,
+            queue=env.get("queue"),
+            accepted_at=datetime.fromisoformat(env["accepted_at"]),
+            **fields,
+        )
+
+    def execute(self) -> None:
+        settings = self.resources.settings
+        pipe = self.resources.redis.pipeline(transaction=False)
+        pipe.get(redis_keys.outcome(self.task_id))
+        pipe.incr(redis_keys.attempts(self.task_id))
+        pipe.expire(redis_keys.attempts(self.task_id), redis_keys.KEY_TTL)
+        outcome, self.attempt, _ = pipe.execute()
+        if outcome is not None:
+            # Ended already: say so again (the same event id is recorded once).
+            self.resources.events.emit(decode_event(outcome))
+            return
+        cap = self.spec.retries + 1 + settings.task_lost_retries
+        if self.attempt > cap:
+            self.finish(
+                Status.FAILED,
+                error=f"gave up after {self.attempt - 1} attempts: the worker running it was "
+                f"lost (crashed or killed) {self.attempt - 1 - self.envelope.get('retries', 0)} "
+                f"times",
+            )
+            return
+        self.resources.events.emit(self.event(Status.STARTED))
+        try:
+            result = self.call()
+            orjson.dumps(result)
+        except SoftTimeLimitExceeded:
+            self.finish(
+                Status.FAILED, error=f"timed out: ran past its {self.spec.timeout:g}s time limit"
+            )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            retries = int(self.envelope.get("retries", 0))
+            if retries < self.spec.retries:
+                self.retry(error, retries)
+            else:
+                suffix = f" (after {retries} retries)" if retries else ""
+                self.finish(Status.FAILED, error=error + suffix)
+        else:
+            self.finish(Status.SUCCEEDED, result=result)
+
+    def call(self) -> Any:
+        payload = self.envelope.get("payload") or {}
+        if wants_context(self.function):
+            context = RoutineContext(
+                task_id=self.task_id,
+                team=self.envelope["team"],
+                routine=self.envelope["routine"],
+                attempt=self.attempt,
+            )
+            return self.function(payload, context=context)
+        return self.function(payload)
+
+    def retry(self, error: str, retries: int) -> None:
+        delay = retry_delay(retries)
+        env = self.envelope
+        request = TaskRequest(
+            task_id=self.task_id,
+            team=env["team"],
+            routine=env["routine"],
+            priority=Priority(env["priority"]),
+            accepted_at=datetime.fromisoformat(env["accepted_at"]),
+            payload=env.get("payload"),
+            dispatch=int(env.get("dispatch", 0)),
+            retries=retries + 1,
+            not_before=datetime.now(UTC) + timedelta(seconds=delay),
+        )
+        producer = self.resources.producer
+        producer.produce(
+            self.resources.settings.request_topic(env["team"]),
+            key=self.task_id.encode(),
+            value=request.encode(),
+        )
+        self.resources.events.emit(
+            self.event(Status.RETRYING, error=error, detail={"retry_in_seconds": round(delay, 3)})
+        )
+        # The retry must be in Kafka before this delivery is acknowledged.
+        if self.resources.events.flush(30):
+            raise RuntimeError("retry request not acknowledged by Kafka")
+
+    def finish(self, status: Status, *, result: Any = None, error: str | None = None) -> None:
+        event = self.event(status, result=result, error=error)
+        # Kept before it is announced: a re-delivery re-announces instead of re-running.
+        self.resources.redis.set(
+            redis_keys.outcome(self.task_id), event.encode(), ex=redis_keys.KEY_TTL
+        )
+        self.resources.events.emit(event)
+        level = logging.INFO if status is Status.SUCCEEDED else logging.WARNING
+        if log.isEnabledFor(level) and status is not Status.SUCCEEDED:
+            log.log(
+                level,
+                "task %s: %s",
+                status.value,
+                error,
+                extra={"task_id": self.task_id, "team": self.envelope["team"], "status": status},
+            )

@@ -1,0 +1,42 @@
+"""`python -m tasks.flower`: Flower on loopback, always behind basic authentication.
+
+The credentials come from FLOWER_BASIC_AUTH (user:password); `make up` generates them
+into .run/secrets/ when the variable is not set. Flower refuses to start without them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from core.celery_app import make_celery
+from core.settings import ConfigError, load_settings
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    auth = settings.flower_basic_auth
+    if auth is None or ":" not in auth.get_secret_value():
+        print("FLOWER_BASIC_AUTH: set it to user:password; Flower never runs open", file=sys.stderr)
+        return 2
+    # Flower reads its own options from FLOWER_* variables; the password stays out of argv.
+    os.environ["FLOWER_BASIC_AUTH"] = auth.get_secret_value()
+    os.environ.pop("FLOWER_PORT", None)
+    app = make_celery(settings, "flower")
+    app.start(
+        [
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={settings.flower_port}",
+            "--purge_offline_workers=60",
+        ]
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
