@@ -32,6 +32,17 @@ def post_fork(server: Any, worker: Any) -> None:
     configure_logging(_settings, stage="api")
 
 
+def post_worker_init(worker: Any) -> None:
+    # Connect to Kafka and Postgres now, not on the first request.
+    services = worker.wsgi.extensions["taskplatform"]
+    try:
+        services.submission.submitter.producer.list_topics(timeout=5)
+        with services.engine.connect():
+            pass
+    except Exception as exc:  # not fatal: /readyz reports it, requests retry
+        worker.log.warning("warm-up: %s", exc)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     app = getattr(worker, "wsgi", None)
     services = getattr(app, "extensions", {}).get("taskplatform") if app else None

@@ -97,7 +97,7 @@ class Bridge:
             self._shutdown()
 
     def step(self) -> None:
-        messages = self.consumer.consume(BATCH, self._poll_timeout())
+        messages = self._read()
         now = self.clock()
         self._read_capacity()
         for message in messages:
@@ -106,6 +106,17 @@ class Bridge:
         self._store_offsets()
         self.producer.poll(0)
         self._flow_control()
+
+    def _read(self) -> list[Message]:
+        """What is there now, or else wait (up to the poll timeout) for the first
+        message: `consume` alone would wait for a full batch or the whole timeout."""
+        messages = self.consumer.consume(BATCH, 0)
+        if messages:
+            return messages
+        first = self.consumer.poll(self._poll_timeout())
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(BATCH - 1, 0)]
 
     def _poll_timeout(self) -> float:
         if self.scheduler.ready_count:

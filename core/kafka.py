@@ -32,6 +32,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.kafka_produce_timeout_seconds * 1000),
         "socket.connection.setup.timeout.ms": 3000,
+        "socket.nagle.disable": True,  # small messages must not wait for Nagle's algorithm
         "error_cb": _log_client_error,
     }
     config.update(overrides)
@@ -55,6 +56,7 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
         "partition.assignment.strategy": "cooperative-sticky",
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
+        "socket.nagle.disable": True,
         "error_cb": _log_client_error,
     }
     config.update(overrides)

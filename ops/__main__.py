@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start what is not running and wait until it is ready")
     up.add_argument("components", nargs="*", help="only these (default: all)")
     sub.add_parser("down", help="stop everything that `up` started")
+    restart = sub.add_parser("restart", help="stop and start the named components")
+    restart.add_argument("components", nargs="+")
     sub.add_parser("status", help="each component, its PID, port and health")
     sub.add_parser("migrate", help="create topics and apply database migrations")
     args = parser.parse_args(argv)
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = stack.down()
             print("stopped." if stopped else "nothing was running.")
+        elif args.command == "restart":
+            stack.restart(args.components)
         elif args.command == "migrate":
             stack.migrate()
         else:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from confluent_kafka.admin import AdminClient
 
 from core.kafka import make_admin
 from core.settings import Settings
@@ -30,10 +31,14 @@ def _port_open(port: int) -> bool:
 
 
 def _kafka_ready(settings: Settings) -> Callable[[], bool]:
+    admin: list[AdminClient] = []  # one client for all probes, made once the port is open
+
     def probe() -> bool:
         if not _port_open(settings.kafka_port):
             return False
-        metadata = make_admin(settings).list_topics(timeout=2)
+        if not admin:
+            admin.append(make_admin(settings))
+        metadata = admin[0].list_topics(timeout=2)
         return bool(metadata.brokers)
 
     return probe

@@ -73,6 +73,15 @@ class Stack:
             self.migrate()
         return started
 
+    def restart(self, names: list[str]) -> None:
+        """Stop the named components (in reverse start order), then start them again."""
+        selected = self._select(names)
+        for spec in reversed(selected):
+            pid = self.supervisor.stop(spec.name, spec.stop_signal, spec.stop_timeout)
+            if pid is not None:
+                print(f"  {spec.name:<10} stopped (pid {pid})", flush=True)
+        self.up(names)
+
     def migrate(self) -> None:
         """Topics for every configured team, and the schema at Alembic's head."""
         try:

@@ -147,7 +147,12 @@ class Supervisor:
             except OSError as exc:
                 raise StartError(spec.name, str(exc)) from None
         self.record(spec.name, process.pid)
-        self._wait_ready(spec, process.pid, process)
+        try:
+            self._wait_ready(spec, process.pid, process)
+        except StartError:
+            # Never leave a half-started process behind.
+            self.stop(spec.name, spec.stop_signal, min(spec.stop_timeout, 10))
+            raise
         return process.pid, True
 
     def _wait_ready(

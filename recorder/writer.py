@@ -5,14 +5,17 @@ or out of order. The rules, applied in memory over the batch and enforced again 
 - an event id is recorded once (a repeat is dropped);
 - a task moves only forward (core.status.progress), so a late QUEUED never hides a
   STARTED, and nothing moves a task out of a terminal status;
-- once a task is terminal no further event is recorded for it, and the database's own
-  unique index (one terminal event per task) backs this up.
+- once a task is terminal, only an event that happened before its end (one that merely
+  arrived late, from another process) joins its timeline; a second terminal event, or
+  anything after the end, is dropped, and the database's own unique index (one terminal
+  event per task) backs this up.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, select
@@ -26,7 +29,13 @@ from core.status import TERMINAL, Status, progress
 @dataclass
 class _Known:
     progress: int
-    terminal: bool
+    finished_at: datetime | None  # set once the task is terminal
+
+    def refuses(self, event: StatusEvent) -> bool:
+        """True for an event that must not be recorded for this task."""
+        if self.finished_at is None:
+            return False
+        return event.status in TERMINAL or event.at > self.finished_at
 
 
 @dataclass
@@ -69,7 +78,7 @@ def plan(
     dropped = 0
     for event in events:
         state = known.get(event.task_id)
-        if event.event_id in seen or (state is not None and state.terminal):
+        if event.event_id in seen or (state is not None and state.refuses(event)):
             dropped += 1
             continue
         seen.add(event.event_id)
@@ -109,9 +118,9 @@ def plan(
             if event.status in TERMINAL:
                 row["result"] = event.result
                 row["finished_at"] = event.at
-                known[event.task_id] = _Known(step, terminal=True)
+                known[event.task_id] = _Known(step, finished_at=event.at)
             else:
-                known[event.task_id] = _Known(step, terminal=False)
+                known[event.task_id] = _Known(step, finished_at=None)
     for row in rows.values():
         row["progress"] = max(row["progress"], 0)
     return event_rows, rows, dropped
@@ -155,14 +164,15 @@ def write_batch(engine: Engine, events: list[StatusEvent]) -> BatchResult:
     ids = sorted({uuid.UUID(e.task_id) for e in events})
     with engine.begin() as conn:
         found = conn.execute(
-            select(tasks.c.task_id, tasks.c.progress, tasks.c.status)
+            select(tasks.c.task_id, tasks.c.progress, tasks.c.finished_at, tasks.c.status)
             .where(tasks.c.task_id.in_(ids))
             .order_by(tasks.c.task_id)
             .with_for_update()
         )
+        terminal = {s.value for s in TERMINAL}
         known = {
-            str(task_id): _Known(prog, status in {s.value for s in TERMINAL})
-            for task_id, prog, status in found
+            str(task_id): _Known(prog, finished if status in terminal else None)
+            for task_id, prog, finished, status in found
         }
         event_rows, rows, dropped = plan(events, known)
         if rows:
