@@ -27,7 +27,14 @@ from kombu.exceptions import KombuError
 from bridge.dispatcher import FINISHED, Capacity, CeleryDispatcher, Dispatch
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler, Waiting
-from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_request, event_id
+from core.messages import (
+    MalformedMessage,
+    StatusEvent,
+    TaskRequest,
+    decode_request,
+    event_id,
+    utcnow,
+)
 from core.priority import Priority
 from core.routing import Route, RoutingError, RoutingPolicy
 from core.settings import Settings
@@ -243,6 +250,9 @@ class Bridge:
 
     def _send(self, picked: list[Waiting[Pending]], now: float) -> None:
         batch = [self._to_dispatch(w.item) for w in picked]
+        # Stamped before publishing: a worker may finish a task before this loop emits
+        # its QUEUED event, and the timeline must still read QUEUED before STARTED.
+        queued_at = utcnow()
         try:
             previous = self.dispatcher.claim(batch)
             fresh = [item for item, old in zip(batch, previous, strict=True) if old is None]
@@ -261,7 +271,7 @@ class Bridge:
             pending = waiting.item
             if old != FINISHED:
                 # A duplicate re-announces its QUEUED event (same event id: recorded once).
-                self._emit_queued(pending, item.queue if old is None else Priority(old))
+                self._emit_queued(pending, item.queue if old is None else Priority(old), queued_at)
             self.offsets.done(pending.tp, pending.offset)
 
     def _to_dispatch(self, pending: Pending) -> Dispatch:
@@ -286,12 +296,13 @@ class Bridge:
             retries=request.retries,
         )
 
-    def _emit_queued(self, pending: Pending, queue: Priority) -> None:
+    def _emit_queued(self, pending: Pending, queue: Priority, at: datetime) -> None:
         request = pending.request
         self.events.emit(
             StatusEvent(
                 task_id=request.task_id,
                 status=Status.QUEUED,
+                at=at,
                 team=request.team,
                 routine=request.routine,
                 priority=request.priority.value,

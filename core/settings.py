@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from core.priority import Priority, parse_priority_map
 
@@ -257,6 +257,12 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings could not even parse a complex value (JSON) from the environment.
+        field = re.search(r'field "(\w+)"', str(exc))
+        variable = field.group(1).upper() if field else "(environment)"
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"bad configuration:\n  {variable}: not valid JSON ({cause})") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:
