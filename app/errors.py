@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,15 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
         return error_response(error)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(error: RequestEntityTooLarge) -> Response:
+        body = ApiError(
+            f"the body is too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes "
+            "(API_MAX_BODY_BYTES)"
+        )
+        body.code, body.status = "payload_too_large", 413
+        return error_response(body)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
