@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_batch_max: int = Field(default=1000, ge=1)
     flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_address: str = "127.0.0.1"
     flower_basic_auth: SecretStr | None = None
     workers: int = Field(default=1, ge=0, le=32)
     worker_concurrency: int = Field(default=2, ge=1, le=256)

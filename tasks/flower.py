@@ -30,7 +30,7 @@ def main() -> int:
     app.start(
         [
             "flower",
-            "--address=127.0.0.1",
+            f"--address={settings.flower_address}",
             f"--port={settings.flower_port}",
             "--purge_offline_workers=60",
         ]
