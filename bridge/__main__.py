@@ -18,9 +18,6 @@ from core.logs import configure_logging
 from core.routing import RoutingPolicy
 from core.settings import ConfigError, load_settings
 
-CONSUMER_GROUP = "taskplatform-bridge"
-
-
 def main() -> int:
     try:
         settings = load_settings()
@@ -36,7 +33,7 @@ def main() -> int:
     celery = make_celery(settings, "bridge")
     bridge = Bridge(
         settings,
-        consumer=make_consumer(settings, CONSUMER_GROUP),
+        consumer=make_consumer(settings, f"{settings.consumer_group_prefix}-bridge"),
         # Status events outlive a Kafka restart in the local queue (five minutes).
         producer=make_producer(settings, **{"message.timeout.ms": 300_000}),
         dispatcher=CeleryDispatcher(celery, client),

@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1, le=256)
     kafka_produce_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     kafka_heap: str = "512m"
+    consumer_group_prefix: str = "taskplatform"
 
     # Postgres and Redis.
     postgres_port: int = Field(default=5432, ge=1, le=65535)

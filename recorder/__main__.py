@@ -14,9 +14,6 @@ from core.logs import configure_logging
 from core.settings import ConfigError, load_settings
 from recorder.service import Recorder
 
-CONSUMER_GROUP = "taskplatform-recorder"
-
-
 def main() -> int:
     try:
         settings = load_settings()
@@ -28,7 +25,7 @@ def main() -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     engine = make_engine(settings, pool_size=2, application="recorder")
-    consumer = make_consumer(settings, CONSUMER_GROUP, **{"fetch.min.bytes": 1})
+    consumer = make_consumer(settings, f"{settings.consumer_group_prefix}-recorder")
     ready = os.environ.get("READY_FILE")
     try:
         Recorder(settings, consumer=consumer, engine=engine).run(

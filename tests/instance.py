@@ -1,0 +1,142 @@
+"""A separate platform instance for tests that need their own configuration (one worker
+slot, extra teams or routines, flood quotas) or that break things (kill -9).
+
+It shares the main stack's Kafka, Postgres and Redis but has its own topics (prefix),
+consumer groups, database, Redis database, API port and run folder, and its own API,
+recorder, bridge and worker processes, started and stopped through `python -m ops`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import uuid
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import Engine
+
+from app.auth import create_key
+from core.db import make_engine
+from core.settings import Settings, load_settings
+from ops.postgres_node import admin_dsn
+from ops.supervisor import Supervisor
+from tests.isolated import free_port, isolated_run_dir, ops
+
+PLATFORM = ["api", "recorder", "bridge"]
+_redis_db = iter(range(2, 16))
+
+
+class Instance:
+    def __init__(self, main: Settings, name: str, **env: str) -> None:
+        self.name = name
+        self.token = f"{name}_{uuid.uuid4().hex[:6]}"
+        self.run_dir = isolated_run_dir(self.token)
+        self.database = f"tp_{self.token}"
+        redis_db = next(_redis_db)
+        self.env = {k: v for k, v in os.environ.items() if k not in ("API_PORT", "RUN_DIR")}
+        self.env.update(
+            {
+                "RUN_DIR": str(self.run_dir),
+                "API_PORT": str(free_port()),
+                "API_WORKERS": "1",
+                "API_THREADS": "8",
+                "REQUEST_TOPIC_PREFIX": f"{self.token}.",
+                "STATUS_TOPIC": f"{self.token}.status",
+                "DLQ_TOPIC": f"{self.token}.dlq",
+                "TOPIC_PARTITIONS": "2",
+                "CONSUMER_GROUP_PREFIX": self.token,
+                "DATABASE_URL": main.database_url.rsplit("/", 1)[0] + f"/{self.database}",
+                "REDIS_URL": f"redis://127.0.0.1:{main.redis_port}/{redis_db}",
+                "KAFKA_BOOTSTRAP": main.kafka_bootstrap,
+                "LOG_LEVEL": "INFO",
+                **env,
+            }
+        )
+        self.main = main
+        self.settings: Settings | None = None
+        self._engine: Engine | None = None
+        self.admin_key = ""
+
+    def _flush_redis(self) -> None:
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+    def start(self, components: list[str]) -> None:
+        self._flush_redis()
+        with psycopg.connect(admin_dsn(self.main), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {self.database} OWNER taskplatform")
+        self.up(components)
+        self.settings = self._load_settings()
+        self.admin_key = create_key(self.engine, team=None, admin=True)[1]
+
+    def _load_settings(self) -> Settings:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(self.env)
+        try:
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def up(self, components: list[str]) -> None:
+        result = ops(self.env, "up", *components)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Signal a component's whole process group (kill -9 by default); returns its PID."""
+        tracked = Supervisor(self.run_dir).tracked(component)
+        assert tracked is not None, f"{component} is not running"
+        os.killpg(tracked.pid, sig)
+        return tracked.pid
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            assert self.settings is not None
+            self._engine = make_engine(self.settings, pool_size=2, application="tests")
+        return self._engine
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['API_PORT']}"
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.api_url,
+            headers={"Authorization": f"Bearer {key or self.admin_key}"},
+            timeout=30,
+        )
+
+    def log(self, component: str) -> str:
+        return (self.run_dir / "logs" / f"{component}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        ops(self.env, "down")
+        if self._engine is not None:
+            self._engine.dispose()
+        with psycopg.connect(admin_dsn(self.main), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        admin = AdminClient({"bootstrap.servers": self.main.kafka_bootstrap})
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.token)]
+        if topics:
+            for future in admin.delete_topics(topics).values():
+                future.result(30)
+        self._flush_redis()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def submit(client: httpx.Client, items: list[dict[str, Any]]) -> list[str]:
+    response = client.post("/api/v1/tasks/batch", json={"tasks": items})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["rejected"] == 0, body
+    return [r["task"]["task_id"] for r in body["results"]]

@@ -1,0 +1,252 @@
+"""Priority scheduling on a real platform instance with exactly one worker slot.
+
+Behaviour, not timings: the order in which tasks START under backlog, which task a
+freed slot goes to, the queues tasks land in, and what their timelines say.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+
+import orjson
+import pytest
+
+from core.settings import Settings
+from tests.instance import Instance, submit
+from tests.isolated import REPO
+from tests.tasks_db import events, wait_terminal
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+ROUTINES = {
+    "report": {
+        "function": "tasks.routines:sleep",
+        "type": "batch",
+        "priority": "low",
+        "stagger": 4,
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def one_slot(stack: Settings) -> Iterator[Instance]:
+    instance = Instance(
+        stack,
+        "prio",
+        WORKERS="1",
+        WORKER_CONCURRENCY="1",
+        DISPATCH_HEADROOM="0",
+        TEAMS="alpha,bravo,delta",
+        ROUTINES=orjson.dumps(ROUTINES).decode(),
+        FLOOD_QUOTA="high:40",
+        FLOOD_WINDOW_SECONDS="30",
+    )
+    try:
+        instance.start(["api", "recorder", "bridge", "worker-1"])
+        yield instance
+    finally:
+        instance.stop()
+
+
+def _started(instance: Instance, ids: list[str]) -> list[tuple[datetime, str]]:
+    """(first STARTED time, task id), in start order."""
+    found = events(instance.engine, ids)
+    starts = []
+    for task_id, rows in found.items():
+        times = [r.at for r in rows if r.status == "STARTED"]
+        assert times, f"{task_id} never started"
+        starts.append((min(times), task_id))
+    return sorted(starts)
+
+
+def _hold_the_slot(instance: Instance, ms: int = 1500) -> str:
+    """Occupy the only worker slot and wait until the task runs."""
+    with instance.client() as client:
+        (gate,) = submit(
+            client,
+            [{"team": "alpha", "routine": "sleep", "priority": "high", "payload": {"ms": ms}}],
+        )
+
+    def running() -> bool:
+        return any(r.status == "STARTED" for r in events(instance.engine, [gate])[gate])
+
+    from tests.helpers import wait_for
+
+    wait_for(running, timeout=60, what="the gate task to start")
+    return gate
+
+
+def test_under_backlog_starts_follow_the_weights_and_low_is_in_every_round(
+    one_slot: Instance,
+) -> None:
+    _hold_the_slot(one_slot)
+    items = (
+        [
+            {"team": ("alpha", "bravo")[i % 2], "routine": "noop", "priority": "high"}
+            for i in range(60)
+        ]
+        + [{"team": "alpha", "routine": "noop", "priority": "medium"} for _ in range(30)]
+        + [{"team": "bravo", "routine": "noop", "priority": "low"} for _ in range(20)]
+    )
+    with one_slot.client() as client:
+        ids = submit(client, items)
+    wait_terminal(one_slot.engine, ids, timeout=180)
+    priority_of = dict(zip(ids, (item["priority"] for item in items), strict=True))
+    order = [priority_of[task_id] for _, task_id in _started(one_slot, ids)]
+
+    # The first task of each priority takes the fast lane (nothing of its priority was
+    # waiting): the worker runs them high, medium, low. Then the bridge's weighted turns.
+    assert order[:3] == ["high", "medium", "low"]
+    rounds = [Counter(order[3 + 10 * k : 13 + 10 * k]) for k in range(9)]
+    for number, counts in enumerate(rounds):
+        assert counts == {"high": 6, "medium": 3, "low": 1}, (number, order)
+    # Within each round high leads; low comes after the high tasks of the round's first half.
+    for k in range(9):
+        window = order[3 + 10 * k : 13 + 10 * k]
+        assert window[0] == "high"
+        assert window.index("low") > window.index("medium")
+
+
+def test_a_high_task_starts_before_the_low_backlog_queued_ahead_of_it(one_slot: Instance) -> None:
+    with one_slot.client() as client:
+        lows = submit(
+            client,
+            [
+                {"team": "bravo", "routine": "sleep", "priority": "low", "payload": {"ms": 200}}
+                for _ in range(8)
+            ],
+        )
+
+        def low_running() -> bool:
+            return any(
+                r.status == "STARTED"
+                for rows in events(one_slot.engine, lows).values()
+                for r in rows
+            )
+
+        from tests.helpers import wait_for
+
+        wait_for(low_running, timeout=60, what="the low backlog to start")
+        (high,) = submit(client, [{"team": "alpha", "routine": "noop", "priority": "high"}])
+    wait_terminal(one_slot.engine, [*lows, high], timeout=120)
+    timeline = events(one_slot.engine, [*lows, high])
+    accepted = next(r.at for r in timeline[high] if r.status == "ACCEPTED")
+    high_started = next(r.at for r in timeline[high] if r.status == "STARTED")
+    low_starts = [next(r.at for r in timeline[t] if r.status == "STARTED") for t in lows]
+    waiting_when_high_came = [t for t in low_starts if t > accepted]
+    assert len(waiting_when_high_came) >= 5  # most of the low backlog was still waiting
+    # Every low task that had not started when the high one arrived starts after it.
+    assert all(t > high_started for t in waiting_when_high_came)
+
+
+def test_one_teams_flood_does_not_stall_another_team_of_the_same_priority(
+    one_slot: Instance,
+) -> None:
+    _hold_the_slot(one_slot, ms=1000)
+    with one_slot.client() as client:
+        flood = submit(
+            client, [{"team": "alpha", "routine": "noop", "priority": "medium"} for _ in range(60)]
+        )
+        quiet = submit(
+            client, [{"team": "bravo", "routine": "noop", "priority": "medium"} for _ in range(5)]
+        )
+    wait_terminal(one_slot.engine, flood + quiet, timeout=120)
+    order = [task_id for _, task_id in _started(one_slot, flood + quiet)]
+    positions = [order.index(t) for t in quiet]
+    # Teams take turns: bravo's five are done within the first dozen starts, not after 60.
+    assert max(positions) < 12, positions
+
+
+def test_staggering_spreads_a_batch_routine_over_its_window(one_slot: Instance) -> None:
+    with one_slot.client() as client:
+        ids = submit(
+            client,
+            [{"team": "delta", "routine": "report", "payload": {"ms": 1}} for _ in range(24)],
+        )
+    wait_terminal(one_slot.engine, ids, timeout=60)
+    timeline = events(one_slot.engine, ids)
+    delays = []
+    for task_id in ids:
+        accepted = next(r for r in timeline[task_id] if r.status == "ACCEPTED")
+        queued = next(r for r in timeline[task_id] if r.status == "QUEUED")
+        held = queued.detail["staggered_by_seconds"]
+        assert 0 <= held < 4
+        assert (queued.at - accepted.at).total_seconds() >= held - 0.05
+        delays.append((queued.at - accepted.at).total_seconds())
+    # Spread over the 4 s window, not landing at once.
+    assert max(delays) - min(delays) > 2.0
+    assert {int(d) for d in delays if d < 4} >= {0, 1, 2, 3}
+
+
+def test_a_flooding_team_is_demoted_and_the_timeline_says_why(one_slot: Instance) -> None:
+    with one_slot.client() as client:
+        flood = submit(
+            client, [{"team": "delta", "routine": "noop", "priority": "high"} for _ in range(45)]
+        )
+        other = submit(client, [{"team": "bravo", "routine": "noop", "priority": "high"}])
+    wait_terminal(one_slot.engine, flood + other, timeout=120)
+    queued = {
+        task_id: next(r for r in rows if r.status == "QUEUED")
+        for task_id, rows in events(one_slot.engine, flood + other).items()
+    }
+    demoted = [t for t in flood if queued[t].queue == "medium"]
+    assert len(demoted) == 5
+    assert all(queued[t].queue == "high" for t in flood if t not in demoted)
+    reason = queued[demoted[0]].detail["reason"]
+    assert "team delta sent" in reason and "over its quota of 40" in reason
+    assert queued[demoted[0]].detail["demoted_from"] == "high"
+    assert queued[other[0]].queue == "high"  # another team is not punished
+    with one_slot.client() as client:
+        shown = client.get(f"/api/v1/tasks/{demoted[0]}").json()
+    assert shown["queue"] == "medium" and shown["priority"] == "high"
+    assert any("over its quota" in (e["detail"] or {}).get("reason", "") for e in shown["timeline"])
+
+
+def test_a_team_added_in_the_environment_works_without_code_changes(one_slot: Instance) -> None:
+    # `delta` exists only in this instance's TEAMS.
+    from app.auth import create_key
+
+    key = create_key(one_slot.engine, team="delta", admin=False)[1]
+    with one_slot.client(key) as client:
+        (task_id,) = submit(client, [{"team": "delta", "routine": "echo", "payload": {"d": 1}}])
+        assert wait_terminal(one_slot.engine, [task_id]) == {task_id: "SUCCEEDED"}
+        assert client.get(f"/api/v1/tasks/{task_id}").json()["result"] == {"d": 1}
+    keys = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "keys", "create", "delta"],
+        cwd=REPO,
+        env=one_slot.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert keys.returncode == 0, keys.stderr
+    assert keys.stdout.startswith("tpk_")
+
+
+@pytest.mark.parametrize(
+    ("module", "variable", "value"),
+    [
+        ("bridge", "ROUTINES", '{"x": {"function": "nope"}}'),
+        ("recorder", "TEAMS", "Alpha"),
+        ("tasks", "ROUTINES", '{"x": {"function": "tasks.routines:missing"}}'),
+    ],
+)
+def test_bad_configuration_fails_start_up_naming_the_variable(
+    one_slot: Instance, module: str, variable: str, value: str
+) -> None:
+    env = {**one_slot.env, variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", module, *(["worker"] if module == "tasks" else [])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert variable in result.stderr
