@@ -18,6 +18,7 @@ from core.logs import configure_logging
 from core.routing import RoutingPolicy
 from core.settings import ConfigError, load_settings
 
+
 def main() -> int:
     try:
         settings = load_settings()

@@ -14,6 +14,7 @@ from core.logs import configure_logging
 from core.settings import ConfigError, load_settings
 from recorder.service import Recorder
 
+
 def main() -> int:
     try:
         settings = load_settings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -18,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.messages import MalformedMessage, StatusEvent, decode_event
 from core.settings import Settings
+from recorder.observers import Observer
 from recorder.writer import BatchResult, write_batch
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,18 @@ MAX_BACKOFF = 5.0
 
 
 class Recorder:
-    def __init__(self, settings: Settings, *, consumer: Consumer, engine: Engine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Consumer,
+        engine: Engine,
+        observers: list[Observer] | None = None,
+    ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.engine = engine
+        self.observers = observers or []
         self.recorded = 0
         self.malformed = 0
 
@@ -44,11 +54,14 @@ class Recorder:
             while not stop.is_set():
                 self.step(stop)
         finally:
+            for observer in self.observers:
+                observer.close()
             self.consumer.close()
 
     def step(self, stop: threading.Event) -> BatchResult | None:
         messages = self.consumer.consume(BATCH, POLL_SECONDS)
         if not messages:
+            self._notify(lambda observer: observer.on_idle())
             return None
         events: list[StatusEvent] = []
         last: dict[tuple[str, int], int] = {}
@@ -70,7 +83,15 @@ class Recorder:
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
             )
         self.recorded += result.events_written
+        self._notify(lambda observer: observer.on_batch(events))
         return result
+
+    def _notify(self, call: Callable[[Observer], None]) -> None:
+        for observer in self.observers:
+            try:
+                call(observer)
+            except Exception:
+                log.exception("observer %s failed", type(observer).__name__)
 
     def _decode(self, message: Message) -> StatusEvent | None:
         try:
