@@ -19,6 +19,7 @@ from celery import Celery
 
 from core import redis_keys
 from core.celery_app import task_name
+from core.leases import QUEUED_SECONDS, Leases, queued_holder
 from core.priority import Priority
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class CeleryDispatcher:
     def __init__(self, celery: Celery, client: redis.Redis) -> None:
         self.celery = celery
         self.redis = client
+        self.leases = Leases(client)
         self._slots = 0
         self._slots_read_at = 0.0
 
@@ -103,7 +105,12 @@ class CeleryDispatcher:
                 get=True,
                 ex=redis_keys.KEY_TTL,
             )
-        replies = pipe.execute()
+        for item in batch:
+            # A queued lease, unless a worker already runs the task (a redelivery).
+            self.leases.acquire_in(
+                pipe, item.task_id, queued_holder(item.dispatch, item.retries), QUEUED_SECONDS
+            )
+        replies = pipe.execute()[: 2 * len(batch)]
         result: list[str | None] = []
         for finished, previous in zip(replies[0::2], replies[1::2], strict=True):
             if finished:

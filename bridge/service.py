@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 from celery.exceptions import CeleryError
@@ -308,11 +309,21 @@ class Bridge:
                 priority=request.priority.value,
                 attempt=1 + request.retries + request.dispatch,
                 queue=queue.value,
-                detail=pending.route.detail,
+                detail=self._queued_detail(pending),
                 accepted_at=request.accepted_at,
                 event_id=event_id(request.task_id, f"QUEUED:{request.dispatch}:{request.retries}"),
             )
         )
+
+    @staticmethod
+    def _queued_detail(pending: Pending) -> dict[str, Any] | None:
+        detail = dict(pending.route.detail or {})
+        request = pending.request
+        if request.dispatch:
+            detail["dispatch"] = request.dispatch
+        if request.note:
+            detail["note"] = request.note
+        return detail or None
 
     # Dead letters.
 

@@ -83,6 +83,7 @@ class TaskRequest:
     dispatch: int = 0  # 0 first; the reconciler's re-dispatches count up
     retries: int = 0  # failed attempts so far that were retried
     not_before: datetime | None = None
+    note: str | None = None  # why it was sent again (the reconciler says)
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -102,6 +103,8 @@ class TaskRequest:
             body["retries"] = self.retries
         if self.not_before is not None:
             body["not_before"] = self.not_before.isoformat()
+        if self.note is not None:
+            body["note"] = self.note
         return orjson.dumps(body)
 
     @property
@@ -151,6 +154,7 @@ def decode_request(raw: bytes | None) -> TaskRequest:
         numbers[name] = value
     not_before = body.get("not_before")
     key = body.get("idempotency_key")
+    note = body.get("note")
     return TaskRequest(
         task_id=task_id,
         team=team,
@@ -162,6 +166,7 @@ def decode_request(raw: bytes | None) -> TaskRequest:
         dispatch=numbers["dispatch"],
         retries=numbers["retries"],
         not_before=_parse_time(not_before, "not_before", task_id) if not_before else None,
+        note=note if isinstance(note, str) else None,
     )
 
 

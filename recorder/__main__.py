@@ -8,10 +8,13 @@ import sys
 import threading
 from pathlib import Path
 
+import redis
+
 from core.db import make_engine
-from core.kafka import make_consumer
+from core.kafka import make_consumer, make_producer
 from core.logs import configure_logging
 from core.settings import ConfigError, load_settings
+from recorder.reconciler import Reconciler
 from recorder.service import Recorder
 
 
@@ -27,6 +30,14 @@ def main() -> int:
         signal.signal(signum, lambda *_: stop.set())
     engine = make_engine(settings, pool_size=2, application="recorder")
     consumer = make_consumer(settings, f"{settings.consumer_group_prefix}-recorder")
+    # The reconciler runs beside the recorder, with clients of its own.
+    reconciler = Reconciler(
+        settings,
+        engine=make_engine(settings, pool_size=1, application="reconciler"),
+        client=redis.Redis.from_url(settings.redis_url, socket_timeout=5),
+        producer=make_producer(settings),
+    )
+    threading.Thread(target=reconciler.run, args=(stop,), name="reconciler", daemon=True).start()
     ready = os.environ.get("READY_FILE")
     try:
         Recorder(settings, consumer=consumer, engine=engine).run(

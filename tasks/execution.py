@@ -17,6 +17,7 @@ import importlib
 import inspect
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,8 @@ import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import Producer
 
-from core import redis_keys
+from core import leases, redis_keys
+from core.leases import RENEW_SECONDS, RUNNING_SECONDS, Leases, running_holder
 from core.messages import StatusEvent, TaskRequest, decode_event
 from core.priority import Priority
 from core.settings import ConfigError, RoutineSpec, Settings
@@ -67,6 +69,41 @@ def retry_delay(retries: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+class LeaseKeeper:
+    """Renews the running leases of this process's tasks every few seconds, from a thread,
+    so a long task keeps its lease and a dead worker's lease soon expires."""
+
+    def __init__(self, leases: Leases) -> None:
+        self.leases = leases
+        self.held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, task_id: str, holder: str) -> None:
+        with self._lock:
+            self.held[task_id] = holder
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew, name="leases", daemon=True)
+                self._thread.start()
+
+    def release(self, task_id: str) -> None:
+        with self._lock:
+            self.held.pop(task_id, None)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_SECONDS):
+            with self._lock:
+                held = dict(self.held)
+            try:
+                self.leases.renew(held)
+            except redis.RedisError as exc:
+                log.warning("could not renew %d leases: %s", len(held), exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 @dataclass
 class Resources:
     """Per-process clients; built after the worker forks, closed at its exit."""
@@ -75,20 +112,27 @@ class Resources:
     redis: redis.Redis
     producer: Producer
     events: StatusPublisher
+    leases: Leases
+    keeper: LeaseKeeper
 
     @classmethod
     def build(cls, settings: Settings) -> Resources:
         from core.kafka import make_producer
 
         producer = make_producer(settings, **{"message.timeout.ms": 300_000, "linger.ms": 5})
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+        leases = Leases(client)
         return cls(
             settings=settings,
-            redis=redis.Redis.from_url(settings.redis_url, socket_timeout=10),
+            redis=client,
             producer=producer,
             events=StatusPublisher(producer, settings.status_topic),
+            leases=leases,
+            keeper=LeaseKeeper(leases),
         )
 
     def close(self) -> None:
+        self.keeper.stop()
         left = self.events.flush(10)
         if left:
             log.error("%d status events undelivered at worker exit", left)
@@ -123,16 +167,32 @@ class Run:
         )
 
     def execute(self) -> None:
-        settings = self.resources.settings
-        pipe = self.resources.redis.pipeline(transaction=False)
-        pipe.get(redis_keys.outcome(self.task_id))
-        pipe.incr(redis_keys.attempts(self.task_id))
-        pipe.expire(redis_keys.attempts(self.task_id), redis_keys.KEY_TTL)
-        outcome, self.attempt, _ = pipe.execute()
+        resources = self.resources
+        outcome = resources.redis.get(redis_keys.outcome(self.task_id))
         if outcome is not None:
             # Ended already: say so again (the same event id is recorded once).
-            self.resources.events.emit(decode_event(outcome))
+            resources.events.emit(decode_event(_as_bytes(outcome)))
             return
+        holder = running_holder()
+        other = resources.leases.acquire(self.task_id, holder, RUNNING_SECONDS)
+        if other is not None:
+            # Another live worker runs this task (a duplicate delivery): leave it to it.
+            log.info(
+                "duplicate delivery skipped; %s runs it", other, extra={"task_id": self.task_id}
+            )
+            return
+        resources.keeper.keep(self.task_id, holder)
+        try:
+            self._attempt()
+        finally:
+            resources.keeper.release(self.task_id)
+
+    def _attempt(self) -> None:
+        settings = self.resources.settings
+        pipe = self.resources.redis.pipeline(transaction=False)
+        pipe.incr(redis_keys.attempts(self.task_id))
+        pipe.expire(redis_keys.attempts(self.task_id), redis_keys.KEY_TTL)
+        self.attempt, _ = pipe.execute()
         cap = self.spec.retries + 1 + settings.task_lost_retries
         if self.attempt > cap:
             self.finish(
@@ -199,13 +259,19 @@ class Run:
         # The retry must be in Kafka before this delivery is acknowledged.
         if self.resources.events.flush(30):
             raise RuntimeError("retry request not acknowledged by Kafka")
+        self.resources.keeper.release(self.task_id)
+        self.resources.redis.set(
+            leases.key(self.task_id), "retrying", ex=int(delay) + leases.QUEUED_SECONDS
+        )
 
     def finish(self, status: Status, *, result: Any = None, error: str | None = None) -> None:
         event = self.event(status, result=result, error=error)
+        self.resources.keeper.release(self.task_id)
         # Kept before it is announced: a re-delivery re-announces instead of re-running.
-        self.resources.redis.set(
-            redis_keys.outcome(self.task_id), event.encode(), ex=redis_keys.KEY_TTL
-        )
+        pipe = self.resources.redis.pipeline(transaction=False)
+        pipe.set(redis_keys.outcome(self.task_id), event.encode(), ex=redis_keys.KEY_TTL)
+        pipe.delete(leases.key(self.task_id))
+        pipe.execute()
         self.resources.events.emit(event)
         level = logging.INFO if status is Status.SUCCEEDED else logging.WARNING
         if log.isEnabledFor(level) and status is not Status.SUCCEEDED:
@@ -216,3 +282,7 @@ class Run:
                 error,
                 extra={"task_id": self.task_id, "team": self.envelope["team"], "status": status},
             )
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
