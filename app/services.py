@@ -7,12 +7,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import redis
 from flask import current_app
 from sqlalchemy import Engine
 
 from app.accepted_writer import AcceptedWriter
 from app.auth import KeyStore
 from app.kafka_submitter import KafkaSubmitter
+from app.rate_limit import RateLimiter
 from app.submission import Submission
 from core.db import make_engine
 from core.routing import RoutingPolicy
@@ -44,6 +46,15 @@ class Services:
         )
 
     @property
+    def redis(self) -> redis.Redis:
+        return self._lazy(
+            "redis",
+            lambda: redis.Redis.from_url(
+                self.settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+            ),
+        )
+
+    @property
     def keys(self) -> KeyStore:
         return self._lazy("keys", lambda: KeyStore(self.engine))
 
@@ -57,6 +68,7 @@ class Services:
                 submitter=KafkaSubmitter(self.settings),
                 writer=AcceptedWriter(self.engine),
                 policy=RoutingPolicy(self.settings),
+                limiter=RateLimiter(self.settings, self.redis),
             ),
         )
 

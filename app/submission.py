@@ -21,8 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.accepted_writer import AcceptedWriter
 from app.auth import Principal
-from app.errors import ApiError, Forbidden, Unavailable, ValidationFailed
+from app.errors import ApiError, Forbidden, TooManyRequests, Unavailable, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
+from app.rate_limit import RateLimiter
 from core.messages import StatusEvent, TaskRequest, idempotent_task_id, utcnow, uuid7
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
@@ -106,12 +107,14 @@ class Submission:
         submitter: KafkaSubmitter,
         writer: AcceptedWriter,
         policy: RoutingPolicy,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.submitter = submitter
         self.writer = writer
         self.policy = policy
+        self.limiter = limiter
 
     def submit(self, principal: Principal, items: list[SubmitRequest | ApiError]) -> list[Outcome]:
         """Accept every valid item; each item gets its own outcome, in order."""
@@ -134,7 +137,10 @@ class Submission:
                 outcomes[index] = found
             else:
                 to_send.setdefault(request.task_id, request)
-        delivered = self._produce(list(to_send.values()))
+        refused = self._over_limit(to_send)
+        for task_id in refused:
+            del to_send[task_id]
+        delivered: dict[str, Outcome] = {**refused, **self._produce(list(to_send.values()))}
         for index, request in requests.items():
             if outcomes[index] is None:
                 outcomes[index] = delivered[request.task_id]
@@ -201,6 +207,22 @@ class Submission:
             )
             for row in rows
         }
+
+    def _over_limit(self, to_send: dict[str, TaskRequest]) -> dict[str, Outcome]:
+        """Charge each team's rate limit for its new tasks; a team over its limit has all
+        of this request's tasks refused (429)."""
+        if self.limiter is None:
+            return {}
+        per_team: dict[str, list[str]] = {}
+        for task_id, request in to_send.items():
+            per_team.setdefault(request.team, []).append(task_id)
+        refused: dict[str, Outcome] = {}
+        for team, task_ids in per_team.items():
+            try:
+                self.limiter.take(team, len(task_ids))
+            except TooManyRequests as exc:
+                refused.update({task_id: exc for task_id in task_ids})
+        return refused
 
     def _produce(self, requests: list[TaskRequest]) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}

@@ -13,6 +13,7 @@ from app.errors import (
     BadRequest,
     Forbidden,
     NotFound,
+    TooManyRequests,
     Unavailable,
     ValidationFailed,
 )
@@ -72,6 +73,9 @@ def submit_batch() -> Response:
     accepted = sum(1 for r in results if r["status_code"] == 202)
     if accepted == 0 and all(isinstance(o, Unavailable) for o in outcomes):
         raise Unavailable("Kafka cannot take requests right now; nothing was accepted")
+    limited = [o for o in outcomes if isinstance(o, TooManyRequests)]
+    if limited and accepted == 0 and len(limited) == len(outcomes):
+        raise limited[0]
     return json_response(
         {"accepted": accepted, "rejected": len(results) - accepted, "results": results}, 202
     )

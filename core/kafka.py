@@ -17,6 +17,9 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 
+_librdkafka_log = logging.getLogger("librdkafka")
+
+
 def _log_client_error(err: KafkaError) -> None:
     # librdkafka reports transient broker trouble here; clients reconnect on their own.
     log.warning("kafka client error: %s", err)
@@ -34,6 +37,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "socket.connection.setup.timeout.ms": 3000,
         "socket.nagle.disable": True,  # small messages must not wait for Nagle's algorithm
         "error_cb": _log_client_error,
+        "logger": _librdkafka_log,
     }
     config.update(overrides)
     return config
@@ -58,19 +62,20 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
         "heartbeat.interval.ms": 1000,
         "socket.nagle.disable": True,
         "error_cb": _log_client_error,
+        "logger": _librdkafka_log,
     }
     config.update(overrides)
     return Consumer(config)
 
 
 def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "socket.connection.setup.timeout.ms": 3000,
-            "log_level": 4,
-        }
-    )
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "socket.connection.setup.timeout.ms": 3000,
+        "log_level": 4,
+        "logger": _librdkafka_log,
+    }
+    return AdminClient(config)
 
 
 def wanted_topics(settings: Settings) -> dict[str, int]:

@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     api_threads: int = Field(default=16, ge=1, le=256)
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_batch_max: int = Field(default=1000, ge=1)
+    # Per team: tasks per second (sustained) and burst; TEAM_RATE_LIMITS overrides per team.
+    rate_limit: float = Field(default=2000.0, gt=0)
+    rate_burst: int = Field(default=20_000, ge=1)
+    team_rate_limits: Annotated[dict[str, float], NoDecode] = {}
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_address: str = "127.0.0.1"
     flower_basic_auth: SecretStr | None = None
@@ -186,6 +190,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r}: every weight must be at least 1 (no starvation)")
             return weights
         return value
+
+    @field_validator("team_rate_limits", mode="before")
+    @classmethod
+    def _team_rates(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        rates: dict[str, float] = {}
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            team, sep, rate = part.partition(":")
+            try:
+                rates[team.strip()] = float(rate)
+            except ValueError:
+                raise ValueError(f"{part!r} is not of the form team:tasks_per_second") from None
+            if not sep or rates[team.strip()] <= 0:
+                raise ValueError(f"{part!r} is not of the form team:tasks_per_second")
+        return rates
 
     @field_validator("flood_quota", mode="before")
     @classmethod

@@ -51,10 +51,12 @@ class Stack:
             raise StartError(", ".join(unknown), f"unknown component; known: {sorted(known)}")
         return [spec for spec in specs if spec.name in names]
 
-    def up(self, names: list[str] | None = None, *, echo: bool = True) -> list[str]:
+    def up(
+        self, names: list[str] | None = None, *, echo: bool = True, migrate: bool = True
+    ) -> list[str]:
         """Start what is not running, in order; returns the names it started."""
         started: list[str] = []
-        migrated = False
+        migrated = not migrate
         for spec in self._select(names):
             if spec.name not in services.INFRASTRUCTURE and not migrated:
                 self.migrate()
@@ -69,7 +71,11 @@ class Stack:
                 verb = "started" if fresh else "running"
                 took = f" in {time.monotonic() - t0:.1f}s" if fresh else ""
                 print(f"  {spec.name:<10} {verb} (pid {pid}){took}", flush=True)
-        if not migrated and {"kafka", "postgres"} <= {s.name for s in self._select(names)}:
+        if (
+            migrate
+            and not migrated
+            and {"kafka", "postgres"} <= {s.name for s in self._select(names)}
+        ):
             self.migrate()
         return started
 
@@ -80,7 +86,7 @@ class Stack:
             pid = self.supervisor.stop(spec.name, spec.stop_signal, spec.stop_timeout)
             if pid is not None:
                 print(f"  {spec.name:<10} stopped (pid {pid})", flush=True)
-        self.up(names)
+        self.up(names, migrate=False)
 
     def migrate(self) -> None:
         """Topics for every configured team, and the schema at Alembic's head."""

@@ -91,6 +91,10 @@ class Instance:
         result = ops(self.env, "up", *components)
         assert result.returncode == 0, result.stdout + result.stderr
 
+    def restart(self, components: list[str]) -> None:
+        result = ops(self.env, "restart", *components)
+        assert result.returncode == 0, result.stdout + result.stderr
+
     def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> int:
         """Signal a component's whole process group (kill -9 by default); returns its PID."""
         tracked = Supervisor(self.run_dir).tracked(component)

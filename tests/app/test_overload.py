@@ -1,0 +1,77 @@
+"""Overload and outages at the API: rate limits (429) and Kafka away (503)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from core.settings import Settings
+from tests.instance import Instance
+from tests.tasks_db import count_tasks
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def limited(stack: Settings) -> Iterator[Instance]:
+    instance = Instance(stack, "limits", TEAM_RATE_LIMITS="bravo:2", RATE_BURST="10")
+    try:
+        instance.start(["api"])
+        yield instance
+    finally:
+        instance.stop()
+
+
+def test_a_team_over_its_rate_limit_gets_429_with_retry_after(limited: Instance) -> None:
+    task = {"team": "bravo", "routine": "noop"}
+    with limited.client() as client:
+        first = client.post("/api/v1/tasks/batch", json={"tasks": [task] * 10})
+        assert first.status_code == 202
+        assert first.json()["accepted"] == 10
+        refused = client.post("/api/v1/tasks", json=task)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        error = refused.json()["error"]
+        assert error["code"] == "rate_limited"
+        assert "team bravo is over its rate limit of 2 tasks/s" in error["message"]
+        # Other teams have their own budget.
+        assert client.post("/api/v1/tasks", json={**task, "team": "alpha"}).status_code == 202
+
+
+@pytest.fixture(scope="module")
+def kafka_away(stack: Settings) -> Iterator[Instance]:
+    instance = Instance(stack, "nokafka", KAFKA_PRODUCE_TIMEOUT_SECONDS="2")
+    try:
+        instance.start(["api"])
+        # Now point the API at a Kafka that is not there.
+        instance.env["KAFKA_BOOTSTRAP"] = "127.0.0.1:1"
+        instance.restart(["api"])
+        yield instance
+    finally:
+        instance.stop()
+
+
+def test_with_kafka_away_the_api_answers_503_promptly_and_creates_nothing(
+    kafka_away: Instance,
+) -> None:
+    before = count_tasks(kafka_away.engine)
+    with kafka_away.client() as client:
+        started = time.monotonic()
+        response = client.post("/api/v1/tasks", json={"team": "alpha", "routine": "noop"})
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "unavailable"
+        assert "Kafka" in response.json()["error"]["message"]
+        # Bounded by the produce timeout (2 s here), not hanging.
+        assert elapsed < 30
+        batch = client.post(
+            "/api/v1/tasks/batch", json={"tasks": [{"team": "alpha", "routine": "noop"}] * 3}
+        )
+        assert batch.status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["postgres"] == "ok"
+        assert ready.json()["checks"]["kafka"] != "ok"
+    assert count_tasks(kafka_away.engine) == before
