@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
@@ -25,6 +26,7 @@ from core.db import make_engine
 from core.settings import Settings, load_settings
 from ops.postgres_node import admin_dsn
 from ops.supervisor import Supervisor
+from tests.helpers import wait_for
 from tests.isolated import free_port, isolated_run_dir, ops
 
 PLATFORM = ["api", "recorder", "bridge"]
@@ -94,6 +96,41 @@ class Instance:
     def restart(self, components: list[str]) -> None:
         result = ops(self.env, "restart", *components)
         assert result.returncode == 0, result.stdout + result.stderr
+
+    def wait_bridge_caught_up(self, timeout: float = 60) -> None:
+        """Wait until the bridge has committed every request written so far."""
+        assert self.settings is not None
+        settings = self.settings
+        group = f"{settings.consumer_group_prefix}-bridge"
+        consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            partitions = [
+                TopicPartition(topic, number)
+                for topic in settings.request_topics
+                for number in range(settings.topic_partitions)
+            ]
+            ends = {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in partitions
+            }
+
+            def caught_up() -> bool:
+                committed = consumer.committed(partitions, timeout=10)
+                return all(
+                    ends[(tp.topic, tp.partition)] == 0
+                    or tp.offset >= ends[(tp.topic, tp.partition)]
+                    for tp in committed
+                )
+
+            wait_for(caught_up, timeout=timeout, what="the bridge to commit every request")
+        finally:
+            consumer.close()
 
     def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> int:
         """Signal a component's whole process group (kill -9 by default); returns its PID."""
