@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -64,9 +65,13 @@ class KafkaSubmitter:
             futures.append(future)
         return futures
 
-    def wait(self, future: Future[None]) -> None:
+    def deadline(self) -> float:
+        """When a request produced now must have been acknowledged."""
+        return time.monotonic() + self.timeout + 1.0
+
+    def wait(self, future: Future[None], deadline: float) -> None:
         try:
-            future.result(self.timeout + 1.0)
+            future.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             raise Unavailable("Kafka did not acknowledge the request in time") from None
 

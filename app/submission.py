@@ -228,6 +228,7 @@ class Submission:
         outcomes: dict[str, Outcome] = {}
         if not requests:
             return outcomes
+        deadline = self.submitter.deadline()
         futures = self.submitter.send_many(
             [
                 (self.settings.request_topic(r.team), r.task_id.encode(), r.encode())
@@ -236,7 +237,7 @@ class Submission:
         )
         for request, future in zip(requests, futures, strict=True):
             try:
-                self.submitter.wait(future)
+                self.submitter.wait(future, deadline)
             except Unavailable as exc:
                 outcomes[request.task_id] = exc
             else:
