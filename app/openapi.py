@@ -45,7 +45,12 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             "routine": {"type": "string", "enum": sorted(settings.routine_table)},
             "priority": {"type": "string", "enum": priorities},
             "payload": {"type": "object"},
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+            "idempotency_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+            },
         },
     }
     accepted = {
@@ -155,7 +160,11 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     "summary": "A page of tasks, newest first",
                     "operationId": "listTasks",
                     "parameters": [
-                        {"name": "team", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "team",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(settings.teams)},
+                        },
                         {
                             "name": "status",
                             "in": "query",
@@ -208,7 +217,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                                             "type": "array",
                                             "minItems": 1,
                                             "maxItems": settings.api_batch_max,
-                                            "items": {"$ref": "#/components/schemas/SubmitRequest"},
+                                            "description": "Each item is checked on its own "
+                                            "as a SubmitRequest; an invalid item gets its own "
+                                            "4xx result and does not fail the batch.",
+                                            "items": {},
                                         }
                                     },
                                 }

@@ -45,7 +45,9 @@ class SubmitRequest(BaseModel):
     routine: str = Field(min_length=1, max_length=100)
     priority: Priority | None = None
     payload: dict[str, Any] | None = None
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
 
 
 def validation_failed(exc: ValidationError) -> ValidationFailed:

@@ -15,7 +15,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
 metadata = MetaData()
 
@@ -32,8 +32,8 @@ tasks = Table(
     Column("status", Text, nullable=False),
     Column("progress", BigInteger, nullable=False, server_default="0"),
     Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("payload", JSONB),
-    Column("result", JSONB),
+    Column("payload", JSON),
+    Column("result", JSON),
     Column("error", Text),
     Column("idempotency_key", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),

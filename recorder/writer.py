@@ -114,7 +114,7 @@ def plan(
             row["status"] = event.status.value
             if event.queue is not None:
                 row["queue"] = event.queue
-            row["error"] = event.error
+            row["error"] = _text(event.error)
             if event.status in TERMINAL:
                 row["result"] = event.result
                 row["finished_at"] = event.at
@@ -129,8 +129,13 @@ def plan(
 def _detail(event: StatusEvent) -> dict[str, Any] | None:
     detail = dict(event.detail or {})
     if event.error is not None:
-        detail["error"] = event.error
+        detail["error"] = _text(event.error)
     return detail or None
+
+
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold U+0000; an error message quoting a payload might."""
+    return value.replace("\x00", "\ufffd") if value is not None else None
 
 
 def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:

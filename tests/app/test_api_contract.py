@@ -144,13 +144,10 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
         "not valid JSON",
     ),
     (
-        "NUL character",
-        {
-            "content": b'{"team": "alpha", "routine": "noop", "payload": {"x": "\\u0000"}}',
-            "headers": {"Content-Type": "application/json"},
-        },
-        400,
-        "NUL",
+        "control character in idempotency key",
+        {"json": {"team": "alpha", "routine": "noop", "idempotency_key": "a\u0000b"}},
+        422,
+        "idempotency_key",
     ),
     ("empty body", {"content": b"", "headers": {"Content-Type": "application/json"}}, 400, "empty"),
     (
@@ -264,6 +261,21 @@ def test_bad_reads_are_4xx_naming_the_problem(
     response = api.get(path)
     assert response.status_code == status
     assert named.lower() in response.json()["error"]["message"].lower()
+
+
+def test_any_json_payload_round_trips_even_nul_characters(
+    api: httpx.Client, engine: Engine
+) -> None:
+    payload = {"nul": "a\u0000b", "nested": [1, 2.5, None, {"ü": "✓"}], "big": 10**18}
+    response = api.post(
+        "/api/v1/tasks", json={"team": "alpha", "routine": "echo", "payload": payload}
+    )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    assert wait_terminal(engine, [task_id]) == {task_id: "SUCCEEDED"}
+    task = api.get(f"/api/v1/tasks/{task_id}").json()
+    assert task["payload"] == payload
+    assert task["result"] == payload
 
 
 def test_wrong_method_is_405_json(api: httpx.Client) -> None:
