@@ -40,11 +40,15 @@ class WorkerState:
         self._resources: Resources | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        # A parent's clients, inherited through fork. Never used and never destroyed here:
+        # destroying a librdkafka handle whose threads did not survive the fork hangs.
+        self._inherited: list[Resources] = []
 
     def resources(self) -> Resources:
         with self._lock:
             if self._resources is None or self._pid != os.getpid():
-                # A child must never use its parent's Kafka client (librdkafka is not fork-safe).
+                if self._resources is not None:
+                    self._inherited.append(self._resources)
                 self._resources = Resources.build(self.settings)
                 self._pid = os.getpid()
             return self._resources
