@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from confluent_kafka import KafkaError, Message, Producer
 
 from app.errors import Unavailable
+from core import metrics
 from core.kafka import make_producer
 from core.settings import Settings
 
@@ -48,9 +49,13 @@ class KafkaSubmitter:
         futures: list[Future[None]] = []
         for topic, key, value in messages:
             future: Future[None] = Future()
+            sent = time.perf_counter()
 
-            def on_delivery(err: KafkaError | None, _: Message, f: Future[None] = future) -> None:
+            def on_delivery(
+                err: KafkaError | None, _: Message, f: Future[None] = future, t0: float = sent
+            ) -> None:
                 if err is None:
+                    metrics.PRODUCE_LATENCY.observe(time.perf_counter() - t0)
                     f.set_result(None)
                 else:
                     f.set_exception(Unavailable(f"Kafka did not take the request: {err.str()}"))

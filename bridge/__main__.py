@@ -16,7 +16,7 @@ import redis
 
 from bridge.dispatcher import CeleryDispatcher
 from bridge.replay import replay
-from bridge.service import Bridge
+from bridge.service import Bridge, record_consumer_lag
 from core.celery_app import make_celery
 from core.kafka import make_consumer, make_producer
 from core.logs import configure_logging
@@ -34,7 +34,11 @@ def run_bridge(settings: Settings) -> int:
     celery = make_celery(settings, "bridge")
     bridge = Bridge(
         settings,
-        consumer=make_consumer(settings, f"{settings.consumer_group_prefix}-bridge"),
+        consumer=make_consumer(
+            settings,
+            f"{settings.consumer_group_prefix}-bridge",
+            **{"statistics.interval.ms": 5000, "stats_cb": record_consumer_lag},
+        ),
         # Status events outlive a Kafka restart in the local queue (five minutes).
         producer=make_producer(settings, **{"message.timeout.ms": 300_000}),
         dispatcher=CeleryDispatcher(celery, client),

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 from celery.exceptions import CeleryError
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -28,6 +29,7 @@ from kombu.exceptions import KombuError
 from bridge.dispatcher import FINISHED, Capacity, CeleryDispatcher, Dispatch
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler, Waiting
+from core import metrics
 from core.messages import (
     MalformedMessage,
     StatusEvent,
@@ -57,6 +59,19 @@ class Pending:
     route: Route
     tp: tuple[str, int]
     offset: int
+
+
+def record_consumer_lag(stats_json: str) -> None:
+    """librdkafka's statistics callback: publish each partition's consumer lag."""
+    try:
+        stats = orjson.loads(stats_json)
+        for topic, info in stats.get("topics", {}).items():
+            for partition, numbers in info.get("partitions", {}).items():
+                lag = numbers.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0:
+                    metrics.CONSUMER_LAG.labels(topic, partition).set(lag)
+    except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+        log.debug("unreadable consumer statistics: %s", exc)
 
 
 class Bridge:
@@ -218,8 +233,12 @@ class Bridge:
 
     def _read_capacity(self) -> None:
         try:
-            self.capacity = self.dispatcher.capacity()
+            self.capacity = capacity = self.dispatcher.capacity()
             self._pushed_since_read = 0
+            for queue, depth in capacity.queued.items():
+                metrics.QUEUE_DEPTH.labels(queue.value).set(depth)
+            metrics.RESERVED.set(capacity.reserved)
+            metrics.WORKER_SLOTS.set(capacity.slots)
         except redis.RedisError as exc:
             self._warn(f"cannot read the broker's queues: {exc}")
             self.capacity = None
@@ -270,6 +289,12 @@ class Bridge:
         self._pushed_since_read += len(fresh)
         for waiting, item, old in zip(picked, batch, previous, strict=True):
             pending = waiting.item
+            if old is None:
+                metrics.DISPATCHED.labels(item.queue.value, pending.request.team).inc()
+                if pending.route.detail and "demoted_from" in pending.route.detail:
+                    metrics.DEMOTIONS.labels(
+                        pending.request.team, pending.route.detail["demoted_from"]
+                    ).inc()
             if old != FINISHED:
                 # A duplicate re-announces its QUEUED event (same event id: recorded once).
                 self._emit_queued(pending, item.queue if old is None else Priority(old), queued_at)
@@ -335,6 +360,7 @@ class Bridge:
         team: str | None,
         request: TaskRequest | None = None,
     ) -> None:
+        metrics.DEAD_LETTERS.labels(team or "unknown", metrics.reason_class(reason)).inc()
         log.warning(
             "dead-lettering a message from %s[%s]@%s: %s",
             message.topic(),
@@ -389,6 +415,8 @@ class Bridge:
             log.debug("store_offsets: %s", exc)
 
     def _flow_control(self) -> None:
+        for queue in Priority.ordered():
+            metrics.WAITING.labels(queue.value).set(self.scheduler.waiting(queue))
         waiting = len(self.scheduler)
         limit = self.settings.bridge_max_waiting
         if not self.paused and waiting >= limit:

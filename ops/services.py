@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -157,13 +156,6 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
 
     specs: list[ProcessSpec] = []
     if _module_exists("app"):
-        metrics_dir = supervisor.run_dir.resolve() / "metrics" / "api"
-
-        def fresh_metrics_dir() -> None:
-            # Samples of a previous run's processes must not be merged into this one's.
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-            metrics_dir.mkdir(parents=True)
-
         specs.append(
             ProcessSpec(
                 name="api",
@@ -175,8 +167,6 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
                 ],
                 ready=_http_ready(settings.api_port, "/healthz"),
                 port=settings.api_port,
-                env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
-                before_start=fresh_metrics_dir,
                 cwd=REPO_ROOT,
             )
         )
@@ -238,4 +228,12 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
                 cwd=REPO_ROOT,
             )
         )
+    # Every platform process writes its metrics where the API's /metrics merges them.
+    shared = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(supervisor.run_dir))}
+    for spec in specs:
+        spec.env = {**spec.env, **shared}
     return specs
+
+
+def metrics_dir(run_dir: Path) -> Path:
+    return run_dir.resolve() / "metrics"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,18 @@ class Stack:
         """Start what is not running, in order; returns the names it started."""
         started: list[str] = []
         migrated = not migrate
+        platform_names = {s.name for s in services.platform(self.settings, self.supervisor)}
+        fresh_metrics = not any(self.supervisor.tracked(name) for name in platform_names)
         for spec in self._select(names):
             if spec.name not in services.INFRASTRUCTURE and not migrated:
                 self.migrate()
                 migrated = True
+            if spec.name in platform_names and fresh_metrics:
+                # Samples of processes from an earlier run must not be merged into this one's.
+                directory = services.metrics_dir(self.supervisor.run_dir)
+                shutil.rmtree(directory, ignore_errors=True)
+                directory.mkdir(parents=True)
+                fresh_metrics = False
             t0 = time.monotonic()
             pid, fresh = self.supervisor.start(spec)
             if spec.name == "postgres":

@@ -25,7 +25,7 @@ import redis
 from confluent_kafka import Producer
 from sqlalchemy import Engine, text
 
-from core import leases, redis_keys
+from core import leases, metrics, redis_keys
 from core.messages import TaskRequest, utcnow
 from core.priority import Priority
 from core.settings import Settings
@@ -116,9 +116,11 @@ class Reconciler:
                     self.settings.status_topic, key=task_id.encode(), value=outcome
                 )
                 result.reannounced += 1
+                metrics.RECONCILED.labels("reannounced").inc()
             elif holder is None and task_id not in self._recent:
                 self._redispatch(row, now)
                 result.redispatched += 1
+                metrics.RECONCILED.labels("redispatched").inc()
         if self.producer.flush(30):
             raise RuntimeError("reconciler output not acknowledged by Kafka")
         return result

@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core.messages import MalformedMessage, StatusEvent, decode_event
+from core import metrics
+from core.messages import MalformedMessage, StatusEvent, decode_event, utcnow
 from core.settings import Settings
 from recorder.observers import Observer
 from recorder.writer import BatchResult, write_batch
@@ -83,6 +84,10 @@ class Recorder:
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
             )
         self.recorded += result.events_written
+        metrics.EVENTS_RECORDED.inc(result.events_written)
+        if events:
+            newest = max(event.at for event in events)
+            metrics.RECORDER_LAG.set(max(0.0, (utcnow() - newest).total_seconds()))
         self._notify(lambda observer: observer.on_batch(events))
         return result
 

@@ -28,7 +28,7 @@ import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from confluent_kafka import Producer
 
-from core import leases, redis_keys
+from core import leases, metrics, redis_keys
 from core.leases import RENEW_SECONDS, RUNNING_SECONDS, Leases, running_holder
 from core.messages import StatusEvent, TaskRequest, decode_event
 from core.priority import Priority
@@ -151,6 +151,17 @@ class Run:
         self.envelope = envelope
         self.task_id: str = envelope["task_id"]
         self.attempt = 0
+        self.started_at: datetime | None = None
+
+    def labels(self) -> tuple[str, str, str]:
+        """(priority, team, routine) for metrics; priority is the queue it ran from."""
+        env = self.envelope
+        return (env.get("queue") or env["priority"], env["team"], env["routine"])
+
+    def _observe_run(self) -> None:
+        if self.started_at is not None:
+            elapsed = (datetime.now(UTC) - self.started_at).total_seconds()
+            metrics.TASK_RUN.labels(*self.labels()).observe(max(0.0, elapsed))
 
     def event(self, status: Status, **fields: Any) -> StatusEvent:
         env = self.envelope
@@ -202,7 +213,14 @@ class Run:
                 f"times",
             )
             return
-        self.resources.events.emit(self.event(Status.STARTED))
+        started = self.event(Status.STARTED)
+        self.resources.events.emit(started)
+        self.started_at = started.at
+        if self.attempt == 1:
+            accepted = datetime.fromisoformat(self.envelope["accepted_at"])
+            metrics.TASK_WAIT.labels(*self.labels()).observe(
+                max(0.0, (started.at - accepted).total_seconds())
+            )
         try:
             result = self.call()
             orjson.dumps(result)
@@ -256,6 +274,8 @@ class Run:
         self.resources.events.emit(
             self.event(Status.RETRYING, error=error, detail={"retry_in_seconds": round(delay, 3)})
         )
+        self._observe_run()
+        metrics.TASK_RETRIES.labels(*self.labels()).inc()
         # The retry must be in Kafka before this delivery is acknowledged.
         if self.resources.events.flush(30):
             raise RuntimeError("retry request not acknowledged by Kafka")
@@ -273,6 +293,8 @@ class Run:
         pipe.delete(leases.key(self.task_id))
         pipe.execute()
         self.resources.events.emit(event)
+        self._observe_run()
+        metrics.TASKS_FINISHED.labels(status.value, *self.labels()).inc()
         level = logging.INFO if status is Status.SUCCEEDED else logging.WARNING
         if log.isEnabledFor(level) and status is not Status.SUCCEEDED:
             log.log(

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from celery import Celery, Task, signals
 from celery.exceptions import TimeLimitExceeded
+from prometheus_client import multiprocess
 
 from core import redis_keys
 from core.celery_app import make_celery, task_name
@@ -97,6 +98,7 @@ def _connect_signals(app: Celery, state: WorkerState) -> None:
         if settings.log_level != "DEBUG":
             # Celery's per-task INFO lines cost ~10% of throughput; statuses say it all.
             logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+            logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
 
     @signals.worker_process_init.connect(weak=False)
     def _child_start(**_: Any) -> None:
@@ -106,6 +108,8 @@ def _connect_signals(app: Celery, state: WorkerState) -> None:
     @signals.worker_process_shutdown.connect(weak=False)
     def _child_stop(**_: Any) -> None:
         state.close()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.mark_process_dead(os.getpid())
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender: Any, **_: Any) -> None:
