@@ -1,0 +1,191 @@
+"""Generating datasets from load profiles, deterministically from a seed.
+
+- `steady`: the same rate all day;
+- `morning-rush`: a quiet start, a rush peaking about a third into the day, a small
+  afternoon bump;
+- `bursts`: a steady base with one short burst (about eight seconds' worth of requests
+  within one second) per minute; the bursts carry about 30% of the requests.
+
+Requests are drawn from a mix of teams, routines (with weights) and priorities (by the
+routine's nature: interactive echo/noop mostly high, sleep mostly medium, cpu mostly low)
+and grouped per window of a few seconds into entries spread evenly with `count`/`every`.
+The same arguments always give the same dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from simulator.dataset import MAX_OFFSET, format_clock
+
+PROFILES = ("steady", "morning-rush", "bursts")
+WINDOW = 5  # seconds per group of entries
+BURST_SHARE = 0.3
+DEFAULT_TEAMS: dict[str, float] = {"alpha": 1.0, "bravo": 1.0, "charlie": 1.0}
+DEFAULT_ROUTINES: dict[str, float] = {"echo": 4, "noop": 3, "sleep": 3, "cpu": 2, "fail": 0.3}
+# Weights of high, medium and low for each routine; other routines get DEFAULT_PRIORITIES.
+ROUTINE_PRIORITIES: dict[str, tuple[float, float, float]] = {
+    "noop": (6, 3, 1),
+    "echo": (6, 3, 1),
+    "sleep": (1, 6, 3),
+    "cpu": (0.5, 2, 6),
+    "fail": (2, 4, 2),
+}
+DEFAULT_PRIORITIES = (2.0, 5.0, 3.0)
+PRIORITIES = ("high", "medium", "low")
+
+Payload = Callable[[random.Random], dict[str, Any]]
+PAYLOADS: dict[str, Payload] = {
+    "noop": lambda rng: {},
+    "echo": lambda rng: {"order": rng.randrange(1, 100_000), "note": "generated"},
+    "sleep": lambda rng: {"ms": rng.choice((10, 20, 30, 50, 80))},
+    "cpu": lambda rng: {"iterations": rng.choice((5_000, 10_000, 20_000))},
+    "fail": lambda rng: {"times": rng.choice((1, 1, 2))},
+}
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """`alpha:2,bravo,charlie` as {"alpha": 2.0, "bravo": 1.0, "charlie": 1.0}; raises
+    ValueError naming the bad part."""
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"{part!r}: the weight is not a number") from None
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{part!r}: the weight must be zero or more")
+        weights[name.strip()] = value
+    if not weights or not any(weights.values()):
+        raise ValueError(f"{text!r} names nothing with a positive weight")
+    return weights
+
+
+def shape(profile: str, fraction: float) -> float:
+    """The relative request rate `fraction` of the way through the day."""
+    if profile == "morning-rush":
+        rush = 2.5 * math.exp(-(((fraction - 0.3) / 0.1) ** 2))
+        bump = 0.6 * math.exp(-(((fraction - 0.7) / 0.08) ** 2))
+        return 0.35 + rush + bump
+    if profile in ("steady", "bursts"):
+        return 1.0
+    raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+
+
+def generate(
+    profile: str,
+    *,
+    seed: int,
+    rate: float = 10.0,
+    duration: int = MAX_OFFSET,
+    teams: Mapping[str, float] = DEFAULT_TEAMS,
+    routines: Mapping[str, float] = DEFAULT_ROUTINES,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """A dataset (as JSON-ready data) of about `rate` requests per second over `duration`
+    seconds (at most 06:00) following `profile`; raises ValueError for bad arguments."""
+    if not 1 <= duration <= MAX_OFFSET:
+        raise ValueError(f"duration must be from 00:01 to 06:00, not {format_clock(duration)}")
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    shape(profile, 0.0)  # fails early for an unknown profile
+    rng = random.Random(seed)
+    mix = _mix(teams, routines)
+    total = round(rate * duration)
+    bursts = _burst_starts(rng, duration) if profile == "bursts" else []
+    burst_total = round(total * BURST_SHARE) if bursts else 0
+    starts = list(range(0, duration, WINDOW))
+    lengths = [min(WINDOW, duration - start) for start in starts]
+    weights = [
+        shape(profile, (start + length / 2) / duration) * length
+        for start, length in zip(starts, lengths, strict=True)
+    ]
+    requests: list[dict[str, Any]] = []
+    for start, length, count in zip(
+        starts, lengths, _apportion(total - burst_total, weights), strict=True
+    ):
+        requests += _entries(rng, mix, start, length, count)
+    for start, count in zip(bursts, _apportion(burst_total, [1.0] * len(bursts)), strict=True):
+        requests += _entries(rng, mix, start, 1, count)
+    requests.sort(key=lambda r: (r["at"], r["team"], r["routine"], r["priority"]))
+    return {
+        "name": name or f"{profile}-{seed}",
+        "description": (
+            f"Generated: profile {profile}, seed {seed}, about {rate:g} requests/s for "
+            f"{format_clock(duration)}; teams {_listed(teams)}; routines {_listed(routines)}."
+        ),
+        "requests": requests,
+    }
+
+
+Combo = tuple[str, str, str]
+
+
+def _mix(teams: Mapping[str, float], routines: Mapping[str, float]) -> dict[Combo, float]:
+    mix: dict[Combo, float] = {}
+    for team, team_weight in teams.items():
+        for routine, routine_weight in routines.items():
+            levels = ROUTINE_PRIORITIES.get(routine, DEFAULT_PRIORITIES)
+            for priority, level in zip(PRIORITIES, levels, strict=True):
+                weight = team_weight * routine_weight * level
+                if weight > 0:
+                    mix[(team, routine, priority)] = weight
+    if not mix:
+        raise ValueError("the team and routine weights leave nothing to send")
+    return mix
+
+
+def _burst_starts(rng: random.Random, duration: int) -> list[int]:
+    """One burst second per whole minute of the day, somewhere in its middle."""
+    minutes = max(1, duration // 60)
+    span = duration / minutes
+    return [int(i * span + rng.uniform(0.25, 0.75) * span) for i in range(minutes)]
+
+
+def _apportion(total: int, weights: Sequence[float]) -> list[int]:
+    """`total` split in proportion to `weights`, by largest remainder: sums to `total`."""
+    if total <= 0 or not weights:
+        return [0] * len(weights)
+    scale = total / sum(weights)
+    shares = [w * scale for w in weights]
+    counts = [math.floor(share) for share in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: (counts[i] - shares[i], i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _entries(
+    rng: random.Random, mix: dict[Combo, float], start: int, length: int, count: int
+) -> list[dict[str, Any]]:
+    """`count` requests drawn from `mix`, one entry per combination, spread over `length`
+    seconds from `start`."""
+    if count <= 0:
+        return []
+    drawn = Counter(rng.choices(list(mix), weights=list(mix.values()), k=count))
+    entries = []
+    for (team, routine, priority), repeats in sorted(drawn.items()):
+        payload = PAYLOADS.get(routine, lambda _rng: {})(rng)
+        entry: dict[str, Any] = {
+            "at": format_clock(start),
+            "team": team,
+            "routine": routine,
+            "priority": priority,
+            "payload": payload,
+        }
+        if repeats > 1:
+            entry["count"] = repeats
+            entry["every"] = math.floor(length * 1000 / repeats) / 1000
+        entries.append(entry)
+    return entries
+
+
+def _listed(weights: Mapping[str, float]) -> str:
+    return ", ".join(f"{name}:{weight:g}" for name, weight in weights.items())

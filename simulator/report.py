@@ -1,0 +1,243 @@
+"""The report: a pure function from a run's samples to a JSON-ready dict.
+
+Durations are in milliseconds, as p50/p90/p99/max by the nearest-rank method (a
+percentile is always one of the measured values), with the number of values they cover:
+
+- accept latency: the HTTP round trip of each accepted request (includes any wait for a
+  pooled connection);
+- wait: ACCEPTED to the first STARTED; run: the last STARTED to the terminal status;
+- end-to-end: ACCEPTED to the terminal status;
+- send lateness: when each request left minus when it was scheduled to leave.
+
+Tasks are grouped by the priority they were submitted with (the platform may run them on
+another queue). Time series use seconds since the run's start.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from core.priority import Priority
+from core.status import TERMINAL, Status
+from simulator.samples import RunRecord, SendSample, TaskSample
+
+METRICS = ("accept_latency_ms", "wait_ms", "run_ms", "end_to_end_ms")
+TERMINAL_ORDER = (Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED)
+MAX_BUCKETS = 240
+
+
+def percentiles(values: Iterable[float], *, scale: float = 1000.0) -> dict[str, Any]:
+    """count, p50, p90, p99 and max of `values` times `scale` (seconds to ms by default),
+    nearest-rank, rounded to microseconds; the statistics are None when there are no values."""
+    ordered = sorted(values)
+    stats: dict[str, Any] = {"count": len(ordered)}
+    for p in (50, 90, 99):
+        stats[f"p{p}"] = _scaled(_rank(ordered, p), scale)
+    stats["max"] = _scaled(ordered[-1] if ordered else None, scale)
+    return stats
+
+
+def _rank(ordered: Sequence[float], p: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else round(value * scale, 3)
+
+
+def wait_of(task: TaskSample) -> float | None:
+    """Seconds from ACCEPTED to the first STARTED, if it started."""
+    return None if task.first_started is None else task.first_started - task.accepted_at
+
+
+def run_of(task: TaskSample) -> float | None:
+    """Seconds from the last STARTED to the terminal status, if both happened."""
+    if task.last_started is None or task.finished_at is None:
+        return None
+    return task.finished_at - task.last_started
+
+
+def end_to_end_of(task: TaskSample) -> float | None:
+    """Seconds from ACCEPTED to the terminal status, if it finished."""
+    return None if task.finished_at is None else task.finished_at - task.accepted_at
+
+
+TASK_METRICS: dict[str, Callable[[TaskSample], float | None]] = {
+    "wait_ms": wait_of,
+    "run_ms": run_of,
+    "end_to_end_ms": end_to_end_of,
+}
+
+
+def build_report(run: RunRecord) -> dict[str, Any]:
+    """Everything the report says about `run`; pure, and JSON-serialisable as it is."""
+    sends = run.sends
+    tasks = list(run.tasks.values())
+    answered = [s for s in sends if s.latency is not None]
+    accepted = [s for s in answered if s.accepted]
+    rejected = [s for s in answered if not s.accepted]
+    finished_at = run.finished_at if run.finished_at is not None else run.started_at
+    statuses = Counter(task.status for task in tasks)
+    return {
+        "dataset": run.dataset,
+        "description": run.description,
+        "speed": run.speed,
+        "follow": run.follow,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(finished_at),
+        "duration_seconds": round(finished_at - run.started_at, 3),
+        "interrupted": run.interrupted,
+        "planned": run.planned,
+        "sent": len(sends),
+        "not_sent": run.planned - len(sends),
+        "accepted": len(accepted),
+        "rejected": {"count": len(rejected), "reasons": _reasons(rejected)},
+        "unanswered": len(sends) - len(answered),
+        "terminal": {status.value: statuses[status] for status in TERMINAL_ORDER},
+        "not_finished": sum(n for status, n in statuses.items() if status not in TERMINAL),
+        "not_finished_by_status": {
+            status.value: n for status, n in sorted(statuses.items()) if status not in TERMINAL
+        },
+        "send_lateness_ms": percentiles(s.lateness for s in sends),
+        "overall": _group(sends, tasks),
+        "by_priority": _grouped(sends, tasks, "priority", [p.value for p in Priority.ordered()]),
+        "by_team": _grouped(sends, tasks, "team"),
+        "by_routine": _grouped(sends, tasks, "routine"),
+        "anomalies": {
+            "duplicate_events": run.anomalies.duplicate_events,
+            "conflicting_terminal": run.anomalies.conflicting_terminal,
+            "events_after_terminal": run.anomalies.events_after_terminal,
+        },
+        "timeline": timeline(run),
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def _reasons(rejected: Sequence[SendSample]) -> list[dict[str, Any]]:
+    groups: dict[tuple[int, str], list[SendSample]] = defaultdict(list)
+    for sample in rejected:
+        groups[(sample.status_code, sample.error_code or "unknown")].append(sample)
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [
+        {
+            "status_code": status_code,
+            "code": code,
+            "count": len(samples),
+            "example": samples[0].error_message,
+        }
+        for (status_code, code), samples in ordered
+    ]
+
+
+def _grouped(
+    sends: Sequence[SendSample],
+    tasks: Sequence[TaskSample],
+    key: str,
+    order: Sequence[str] = (),
+) -> dict[str, Any]:
+    send_groups: dict[str, list[SendSample]] = defaultdict(list)
+    task_groups: dict[str, list[TaskSample]] = defaultdict(list)
+    for sample in sends:
+        send_groups[getattr(sample, key)].append(sample)
+    for task in tasks:
+        task_groups[getattr(task, key)].append(task)
+    names = [name for name in order if name in send_groups or name in task_groups]
+    names += sorted((send_groups.keys() | task_groups.keys()) - set(names))
+    return {name: _group(send_groups[name], task_groups[name]) for name in names}
+
+
+def _group(sends: Sequence[SendSample], tasks: Sequence[TaskSample]) -> dict[str, Any]:
+    statuses = Counter(task.status for task in tasks)
+    answered = [s for s in sends if s.latency is not None]
+    group: dict[str, Any] = {
+        "sent": len(sends),
+        "accepted": sum(1 for s in answered if s.accepted),
+        "rejected": sum(1 for s in answered if not s.accepted),
+        "terminal": {status.value: statuses[status] for status in TERMINAL_ORDER},
+        "not_finished": sum(n for status, n in statuses.items() if status not in TERMINAL),
+        "accept_latency_ms": percentiles(
+            s.latency for s in answered if s.accepted and s.latency is not None
+        ),
+    }
+    for name, measure in TASK_METRICS.items():
+        group[name] = percentiles(v for v in map(measure, tasks) if v is not None)
+    return group
+
+
+def durations_by_priority(run: RunRecord) -> dict[str, dict[str, list[float]]]:
+    """Per submitted priority, the raw wait, run and end-to-end durations in ms (for plots)."""
+    result: dict[str, dict[str, list[float]]] = {}
+    for task in run.tasks.values():
+        metrics = result.setdefault(task.priority, {name: [] for name in TASK_METRICS})
+        for name, measure in TASK_METRICS.items():
+            value = measure(task)
+            if value is not None:
+                metrics[name].append(value * 1000)
+    return result
+
+
+def timeline(run: RunRecord, *, bucket: float | None = None) -> dict[str, Any]:
+    """Per-priority series over the run, one value per bucket of `bucket` seconds (by
+    default the smallest whole number of seconds giving at most MAX_BUCKETS buckets):
+    `sent` and `completed` per second in the bucket, and `in_flight` (accepted, not yet
+    terminal) at the bucket's end; and, for all priorities, `lateness_max_ms`, the worst
+    send lateness of the requests scheduled in the bucket (None if there were none). `t`
+    holds each bucket's end, seconds after the start."""
+    start = run.started_at
+    end = run.finished_at if run.finished_at is not None else start
+    span = max(end - start, 0.0)
+    if bucket is None:
+        bucket = float(max(1, math.ceil(span / MAX_BUCKETS)))
+    count = max(1, math.ceil(span / bucket))
+    edges = [round((i + 1) * bucket, 6) for i in range(count)]
+    priorities = sorted(
+        {s.priority for s in run.sends} | {t.priority for t in run.tasks.values()},
+        key=_priority_rank,
+    )
+    worst: list[float | None] = [None] * count
+    for sample in run.sends:
+        index = min(max(int(sample.scheduled // bucket), 0), count - 1)
+        worst[index] = max(worst[index] or 0.0, sample.lateness)
+    series: dict[str, Any] = {
+        "bucket_seconds": bucket,
+        "t": edges,
+        "lateness_max_ms": [None if w is None else round(w * 1000, 3) for w in worst],
+    }
+    for name in ("sent", "completed", "in_flight"):
+        series[name] = {}
+    for priority in priorities:
+        tasks = [t for t in run.tasks.values() if t.priority == priority]
+        sent = [s.sent for s in run.sends if s.priority == priority]
+        accepted = sorted(t.accepted_at - start for t in tasks)
+        finished = sorted(t.finished_at - start for t in tasks if t.finished_at is not None)
+        series["sent"][priority] = _rates(sent, edges, bucket)
+        series["completed"][priority] = _rates(finished, edges, bucket)
+        series["in_flight"][priority] = [
+            bisect_right(accepted, edge) - bisect_right(finished, edge) for edge in edges
+        ]
+    return series
+
+
+def _rates(times: Iterable[float], edges: Sequence[float], bucket: float) -> list[float]:
+    counts = [0] * len(edges)
+    for t in times:
+        index = min(max(int(t // bucket), 0), len(edges) - 1)
+        counts[index] += 1
+    return [round(n / bucket, 3) for n in counts]
+
+
+def _priority_rank(name: str) -> tuple[int, str]:
+    try:
+        return (Priority(name).rank, name)
+    except ValueError:
+        return (len(Priority.ordered()), name)

@@ -1,0 +1,101 @@
+"""Fixtures for the simulator's tests: a stub of the platform's API that counts requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+DATASETS = Path(__file__).resolve().parents[2] / "simulator" / "datasets"
+
+
+@dataclass
+class StubApi:
+    """What the stub saw; `url` is where it listens."""
+
+    url: str = ""
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
+    reject_teams: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def posts(self) -> int:
+        with self.lock:
+            return sum(1 for method, _ in self.requests if method == "POST")
+
+
+def _handler(stub: StubApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _answer(self, status: int, body: object) -> None:
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self) -> None:
+            with stub.lock:
+                stub.requests.append(("GET", self.path))
+            if self.path.startswith("/api/v1/tasks/"):
+                now = datetime.now(UTC).isoformat()
+                timeline = [
+                    {"status": status, "at": now, "attempt": attempt, "queue": "high"}
+                    for status, attempt in (
+                        ("ACCEPTED", 0),
+                        ("QUEUED", 1),
+                        ("STARTED", 1),
+                        ("SUCCEEDED", 1),
+                    )
+                ]
+                self._answer(200, {"status": "SUCCEEDED", "timeline": timeline})
+            else:
+                self._answer(200, {"status": "ok", "tasks": []})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with stub.lock:
+                stub.requests.append(("POST", self.path))
+            if body["team"] in stub.reject_teams:
+                error = {"code": "validation_error", "message": "team: unknown team"}
+                self._answer(422, {"error": {**error, "details": None}})
+                return
+            self._answer(
+                202,
+                {
+                    "task_id": str(uuid.uuid4()),
+                    "status": "ACCEPTED",
+                    "accepted_at": datetime.now(UTC).isoformat(),
+                },
+            )
+
+    return Handler
+
+
+@pytest.fixture()
+def stub_api() -> Iterator[StubApi]:
+    """A stand-in for the platform's API on 127.0.0.1: answers /healthz, accepts every
+    POST (or rejects the teams in `reject_teams` with 422), and reports every task it is
+    asked about as SUCCEEDED."""
+    stub = StubApi()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
+    server.daemon_threads = True
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, name="stub-api", daemon=True)
+    thread.start()
+    yield stub
+    server.shutdown()
+    server.server_close()
+    thread.join(5)

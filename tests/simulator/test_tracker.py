@@ -1,0 +1,84 @@
+"""Following tasks: events in any order, twice, or of other clients' tasks."""
+
+from __future__ import annotations
+
+from core.status import Status
+from simulator.samples import RunRecord, SendSample
+from simulator.tracker import Event, Tracker
+
+
+def make() -> Tracker:
+    return Tracker(RunRecord("d", "", 1.0, "kafka", started_at=1000.0, planned=2))
+
+
+def sample(task_id: str | None = "t1") -> SendSample:
+    return SendSample(0, "alpha", "noop", "high", scheduled=0, sent=0, task_id=task_id)
+
+
+def event(status: Status, at: float, attempt: int = 1, task_id: str = "t1") -> Event:
+    return Event(f"{task_id}:{status}:{attempt}", task_id, status, at, attempt, "high")
+
+
+def test_a_task_is_followed_to_its_terminal_status() -> None:
+    tracker = make()
+    tracker.answered(sample(), accepted_at=1000.0)
+    assert tracker.unfinished == 1
+    tracker.apply([event(Status.QUEUED, 1000.1), event(Status.STARTED, 1000.2)])
+    assert tracker.counts[("high", Status.STARTED)] == 1
+    tracker.apply([event(Status.SUCCEEDED, 1000.3)])
+    task = tracker.run.tasks["t1"]
+    assert (task.status, task.first_started, task.finished_at) == (
+        Status.SUCCEEDED,
+        1000.2,
+        1000.3,
+    )
+    assert tracker.unfinished == 0
+    assert tracker.counts[("high", Status.SUCCEEDED)] == 1
+    assert sum(tracker.counts.values()) == 1
+
+
+def test_events_out_of_order() -> None:
+    tracker = make()
+    tracker.answered(sample(), accepted_at=1.0)
+    tracker.apply(
+        [
+            event(Status.SUCCEEDED, 5.0, attempt=2),
+            event(Status.STARTED, 4.0, attempt=2),
+            event(Status.ACCEPTED, 1.0, attempt=0),
+            event(Status.RETRYING, 3.0, attempt=1),
+            event(Status.STARTED, 2.0, attempt=1),
+        ]
+    )
+    task = tracker.run.tasks["t1"]
+    assert task.status is Status.SUCCEEDED
+    assert (task.first_started, task.last_started, task.attempts) == (2.0, 4.0, 2)
+    assert tracker.unfinished == 0
+    assert tracker.run.anomalies.events_after_terminal == 0
+
+
+def test_a_late_older_event_does_not_move_a_task_back() -> None:
+    tracker = make()
+    tracker.answered(sample(), accepted_at=1.0)
+    tracker.apply([event(Status.QUEUED, 3.0, attempt=2), event(Status.RETRYING, 2.0, attempt=1)])
+    assert tracker.run.tasks["t1"].status is Status.QUEUED
+
+
+def test_duplicates_and_conflicts_are_counted() -> None:
+    tracker = make()
+    tracker.answered(sample(), accepted_at=1.0)
+    done = event(Status.SUCCEEDED, 2.0)
+    tracker.apply([done, done])
+    tracker.apply([Event("other", "t1", Status.FAILED, 2.5, 1)])
+    tracker.apply([Event("late", "t1", Status.STARTED, 9.0, 3)])
+    anomalies = tracker.run.anomalies
+    assert (anomalies.duplicate_events, anomalies.conflicting_terminal) == (1, 1)
+    assert anomalies.events_after_terminal == 1
+    assert tracker.run.tasks["t1"].status is Status.SUCCEEDED
+
+
+def test_rejections_and_other_clients_events() -> None:
+    tracker = make()
+    tracker.answered(sample(task_id=None), accepted_at=None)
+    assert tracker.rejected["high"] == 1 and tracker.run.tasks == {}
+    tracker.apply([event(Status.SUCCEEDED, 10.0, task_id="theirs")])
+    assert tracker.run.tasks == {} and tracker.unfinished == 0
