@@ -19,7 +19,9 @@ workers = _settings.api_workers
 worker_class = "gthread"
 threads = _settings.api_threads
 backlog = 2048
-keepalive = 5
+# Longer than clients' usual idle timeouts, so a pooled connection is not closed under a
+# request that is just being sent (which the client sees as a reset).
+keepalive = 65
 timeout = 30
 graceful_timeout = 15
 accesslog = None

@@ -11,7 +11,7 @@ import redis
 from flask import current_app
 from sqlalchemy import Engine
 
-from app.accepted_writer import AcceptedWriter
+from app.accepted_cache import AcceptedCache
 from app.auth import KeyStore
 from app.kafka_submitter import KafkaSubmitter
 from app.rate_limit import RateLimiter
@@ -66,7 +66,7 @@ class Services:
                 self.settings,
                 engine=self.engine,
                 submitter=KafkaSubmitter(self.settings),
-                writer=AcceptedWriter(self.engine),
+                cache=AcceptedCache(self.redis),
                 policy=RoutingPolicy(self.settings),
                 limiter=RateLimiter(self.settings, self.redis),
             ),
@@ -75,7 +75,6 @@ class Services:
     def close(self) -> None:
         submission = self._built.get("submission")
         if submission is not None:
-            submission.writer.close()
             submission.submitter.close()
         engine = self._built.get("engine")
         if engine is not None:

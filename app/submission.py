@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.accepted_writer import AcceptedWriter
+from app.accepted_cache import AcceptedCache
 from app.auth import Principal
 from app.errors import ApiError, Forbidden, TooManyRequests, Unavailable, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
 from app.rate_limit import RateLimiter
-from core.messages import StatusEvent, TaskRequest, idempotent_task_id, utcnow, uuid7
+from core.messages import TaskRequest, idempotent_task_id, utcnow, uuid7
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
 from core.schema import tasks
@@ -107,14 +106,14 @@ class Submission:
         *,
         engine: Engine,
         submitter: KafkaSubmitter,
-        writer: AcceptedWriter,
+        cache: AcceptedCache,
         policy: RoutingPolicy,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.submitter = submitter
-        self.writer = writer
+        self.cache = cache
         self.policy = policy
         self.limiter = limiter
 
@@ -146,7 +145,10 @@ class Submission:
         for index, request in requests.items():
             if outcomes[index] is None:
                 outcomes[index] = delivered[request.task_id]
-        self._record([to_send[t] for t, o in delivered.items() if isinstance(o, Accepted)])
+        # Before the 202: a GET right after it must find the task.
+        self.cache.record(
+            [(t, to_send[t].encode()) for t, o in delivered.items() if isinstance(o, Accepted)]
+        )
         return [o for o in outcomes if o is not None]
 
     def _request(self, principal: Principal, item: SubmitRequest, now: datetime) -> TaskRequest:
@@ -181,6 +183,17 @@ class Submission:
     def _existing(self, task_ids: set[str]) -> dict[str, Accepted]:
         if not task_ids:
             return {}
+        found = {
+            task_id: Accepted(
+                task_id=task_id,
+                team=r.team,
+                routine=r.routine,
+                priority=r.priority,
+                accepted_at=r.accepted_at,
+                replay=True,
+            )
+            for task_id, r in self.cache.requests(sorted(task_ids)).items()
+        }
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(
@@ -196,8 +209,8 @@ class Submission:
         except SQLAlchemyError as exc:
             # Without the lookup a repeat is produced again; the bridge runs it once.
             log.warning("idempotency lookup failed: %s", exc)
-            return {}
-        return {
+            return found
+        return found | {
             str(row.task_id): Accepted(
                 task_id=str(row.task_id),
                 team=row.team,
@@ -251,49 +264,3 @@ class Submission:
                     accepted_at=request.accepted_at,
                 )
         return outcomes
-
-    def _record(self, requests: list[TaskRequest]) -> None:
-        if not requests:
-            return
-        task_rows = []
-        event_rows = []
-        for r in requests:
-            task_rows.append(
-                {
-                    "task_id": uuid.UUID(r.task_id),
-                    "team": r.team,
-                    "routine": r.routine,
-                    "priority": r.priority.value,
-                    "status": Status.ACCEPTED.value,
-                    "progress": 0,
-                    "attempts": 0,
-                    "payload": r.payload,
-                    "idempotency_key": r.idempotency_key,
-                    "created_at": r.accepted_at,
-                    "updated_at": r.accepted_at,
-                }
-            )
-            accepted = StatusEvent(
-                task_id=r.task_id,
-                status=Status.ACCEPTED,
-                team=r.team,
-                routine=r.routine,
-                priority=r.priority.value,
-                at=r.accepted_at,
-            )
-            event_rows.append(
-                {
-                    "event_id": uuid.UUID(accepted.event_id),
-                    "task_id": uuid.UUID(r.task_id),
-                    "status": Status.ACCEPTED.value,
-                    "attempt": 0,
-                    "at": r.accepted_at,
-                    "queue": None,
-                    "detail": None,
-                }
-            )
-        try:
-            self.writer.record(task_rows, event_rows).result(RECORD_WAIT_SECONDS)
-        except (FutureTimeout, SQLAlchemyError) as exc:
-            # Durable in Kafka already: the recorder will write the row from the events.
-            log.warning("could not record %d accepted tasks yet: %s", len(requests), exc)

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g
 
+from app.accepted_cache import as_task_body
 from app.auth import Principal, authenticate
 from app.errors import (
     ApiError,
@@ -89,6 +90,10 @@ def read_one(task_id: str) -> Response:
     except ValueError:
         raise NotFound(f"no task {task_id!r}: task ids are UUIDs") from None
     task = get_task(services().engine, parsed)
+    if task is None:
+        # Accepted a moment ago and not yet recorded in Postgres.
+        cached = services().submission.cache.requests([str(parsed)]).get(str(parsed))
+        task = as_task_body(cached) if cached is not None else None
     # Another team's task is reported as missing: its existence is not ours to reveal.
     if task is None or not _principal().may_act_for(task["team"]):
         raise NotFound(f"no task {task_id}")

@@ -126,14 +126,19 @@ class CeleryDispatcher:
             pipe.delete(redis_keys.dispatched(item.task_id, item.dispatch, item.retries))
         pipe.execute()
 
-    def publish(self, batch: list[Dispatch]) -> None:
-        """Send every task of the batch over one pipelined connection; raises on failure."""
+    def publish(self, messages: list[list[Dispatch]]) -> None:
+        """Send each message (one task, or several of one routine and queue) over one
+        pipelined connection; raises on failure."""
         with self.celery.producer_or_acquire() as producer, producer.batch(max_size=500):
-            for item in batch:
+            for message in messages:
+                first = message[0]
                 self.celery.send_task(
-                    task_name(item.routine),
-                    args=[item.envelope],
-                    task_id=item.task_id,
-                    queue=item.queue.value,
+                    task_name(first.routine),
+                    args=[item.envelope for item in message],
+                    # One task: its own id (Flower shows it); several: marked as a batch.
+                    task_id=first.task_id
+                    if len(message) == 1
+                    else f"{first.task_id}+{len(message) - 1}",
+                    queue=first.queue.value,
                     producer=producer,
                 )

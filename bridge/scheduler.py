@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -110,22 +110,64 @@ class PriorityScheduler(Generic[T]):
             _, _, waiting = heapq.heappop(self.delayed)
             self.lanes[waiting.queue].push(waiting)
 
+    def _next_priority(self) -> tuple[Priority, dict[Priority, int]] | None:
+        """The priority whose turn it is, and the weights after taking it (not applied)."""
+        eligible = [p for p in Priority.ordered() if self.lanes[p].size]
+        if not eligible:
+            return None
+        current = dict(self.current)
+        total = 0
+        best: Priority | None = None
+        for p in eligible:
+            current[p] += self.weights[p]
+            total += self.weights[p]
+            if best is None or current[p] > current[best]:
+                best = p
+        assert best is not None
+        current[best] -= total
+        return best, current
+
+    def peek(self) -> Waiting[T] | None:
+        """The task `take(1)` would return, left in place."""
+        turn = self._next_priority()
+        if turn is None:
+            return None
+        lane = self.lanes[turn[0]]
+        return lane.teams[lane.turn[0]][0]
+
+    def take_like(
+        self, first: Waiting[T], limit: int, same: Callable[[T, T], bool]
+    ) -> list[Waiting[T]]:
+        """`first`'s turn (it must be what `peek` returned), plus up to `limit - 1` more
+        tasks of its priority for which `same(first, next)` holds, taken as long as the
+        lane's next task matches. Each task taken counts as one turn of that priority,
+        so the shares between priorities hold over time."""
+        queue = first.queue
+        lane = self.lanes[queue]
+        taken: list[Waiting[T]] = []
+        while lane.size and len(taken) < limit:
+            upcoming = lane.teams[lane.turn[0]][0]
+            if taken and not same(first.item, upcoming.item):
+                break
+            eligible = [p for p in Priority.ordered() if self.lanes[p].size]
+            total = sum(self.weights[p] for p in eligible)
+            for p in eligible:
+                self.current[p] += self.weights[p]
+            self.current[queue] -= total
+            taken.append(lane.pop())
+        if not self.ready_count:
+            for p in self.current:
+                self.current[p] = 0
+        return taken
+
     def take(self, count: int) -> list[Waiting[T]]:
         """Up to `count` ready tasks, in the order they should be dispatched."""
         picked: list[Waiting[T]] = []
         while len(picked) < count:
-            eligible = [p for p in Priority.ordered() if self.lanes[p].size]
-            if not eligible:
+            turn = self._next_priority()
+            if turn is None:
                 break
-            total = 0
-            best: Priority | None = None
-            for p in eligible:
-                self.current[p] += self.weights[p]
-                total += self.weights[p]
-                if best is None or self.current[p] > self.current[best]:
-                    best = p
-            assert best is not None
-            self.current[best] -= total
+            best, self.current = turn
             picked.append(self.lanes[best].pop())
         if not self.ready_count:
             # An idle scheduler starts the next busy period from a clean slate.

@@ -57,7 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "worker_send_task_events": True,
+        "worker_send_task_events": settings.celery_task_events,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "enable_utc": True,
     }

@@ -13,16 +13,14 @@ or out of order. The rules, applied in memory over the batch and enforced again 
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select
-from sqlalchemy.dialects.postgresql import insert
+import orjson
+from sqlalchemy import Engine
 
 from core.messages import StatusEvent
-from core.schema import task_events, tasks
 from core.status import TERMINAL, Status, progress
 
 
@@ -47,7 +45,7 @@ class BatchResult:
 
 def _new_row(event: StatusEvent) -> dict[str, Any]:
     return {
-        "task_id": uuid.UUID(event.task_id),
+        "task_id": event.task_id,
         "team": event.team,
         "routine": event.routine,
         "priority": event.priority,
@@ -87,7 +85,7 @@ def plan(
             row = rows[event.task_id] = _new_row(event)
         event_rows.append(
             {
-                "event_id": uuid.UUID(event.event_id),
+                "event_id": event.event_id,
                 "task_id": row["task_id"],
                 "status": event.status.value,
                 "attempt": event.attempt,
@@ -138,52 +136,78 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value is not None else None
 
 
-def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    stmt = insert(tasks).values(rows)
-    new = stmt.excluded
-    ahead = new.progress > tasks.c.progress
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[tasks.c.task_id],
-        set_={
-            "status": case((ahead, new.status), else_=tasks.c.status),
-            "queue": case((ahead, func.coalesce(new.queue, tasks.c.queue)), else_=tasks.c.queue),
-            "result": case((ahead, new.result), else_=tasks.c.result),
-            "error": case((ahead, new.error), else_=tasks.c.error),
-            "finished_at": case((ahead, new.finished_at), else_=tasks.c.finished_at),
-            "progress": func.greatest(tasks.c.progress, new.progress),
-            "attempts": func.greatest(tasks.c.attempts, new.attempts),
-            "payload": func.coalesce(tasks.c.payload, new.payload),
-            "idempotency_key": func.coalesce(tasks.c.idempotency_key, new.idempotency_key),
-            "updated_at": func.greatest(tasks.c.updated_at, new.updated_at),
-            "started_at": func.least(tasks.c.started_at, new.started_at),
-        },
-        where=tasks.c.status.not_in([s.value for s in TERMINAL]),
-    )
-    conn.execute(stmt)
+_FIND = """
+SELECT task_id::text, progress, finished_at, status FROM tasks
+ WHERE task_id = ANY(%(ids)s::uuid[]) ORDER BY task_id FOR UPDATE
+"""
+
+# One statement for the whole batch: the rows travel as arrays and are unnested on the
+# server (one round trip, no per-row statement). A task only moves forward, and a
+# terminal task is not touched.
+_UPSERT = """
+INSERT INTO tasks AS t (task_id, team, routine, priority, queue, status, progress, attempts,
+                        payload, result, error, idempotency_key, created_at, updated_at,
+                        started_at, finished_at)
+SELECT * FROM unnest(%(task_id)s::uuid[], %(team)s::text[], %(routine)s::text[],
+                     %(priority)s::text[], %(queue)s::text[], %(status)s::text[],
+                     %(progress)s::bigint[], %(attempts)s::int[], %(payload)s::json[],
+                     %(result)s::json[], %(error)s::text[], %(idempotency_key)s::text[],
+                     %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[],
+                     %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[])
+ON CONFLICT (task_id) DO UPDATE SET
+  status = CASE WHEN EXCLUDED.progress > t.progress THEN EXCLUDED.status ELSE t.status END,
+  queue = CASE WHEN EXCLUDED.progress > t.progress THEN coalesce(EXCLUDED.queue, t.queue)
+               ELSE t.queue END,
+  result = CASE WHEN EXCLUDED.progress > t.progress THEN EXCLUDED.result ELSE t.result END,
+  error = CASE WHEN EXCLUDED.progress > t.progress THEN EXCLUDED.error ELSE t.error END,
+  finished_at = CASE WHEN EXCLUDED.progress > t.progress THEN EXCLUDED.finished_at
+                     ELSE t.finished_at END,
+  progress = greatest(t.progress, EXCLUDED.progress),
+  attempts = greatest(t.attempts, EXCLUDED.attempts),
+  payload = coalesce(t.payload, EXCLUDED.payload),
+  idempotency_key = coalesce(t.idempotency_key, EXCLUDED.idempotency_key),
+  updated_at = greatest(t.updated_at, EXCLUDED.updated_at),
+  started_at = least(t.started_at, EXCLUDED.started_at)
+WHERE t.status NOT IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')
+"""
+
+_INSERT_EVENTS = """
+INSERT INTO task_events (event_id, task_id, status, attempt, at, queue, detail)
+SELECT * FROM unnest(%(event_id)s::uuid[], %(task_id)s::uuid[], %(status)s::text[],
+                     %(attempt)s::int[], %(at)s::timestamptz[], %(queue)s::text[],
+                     %(detail)s::jsonb[])
+ON CONFLICT DO NOTHING
+"""
+
+_JSON_COLUMNS = ("payload", "result", "detail")
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one array per column; JSON values as JSON text (NULL stays NULL)."""
+    columns: dict[str, list[Any]] = {name: [] for name in rows[0]}
+    for row in rows:
+        for name, value in row.items():
+            if name in _JSON_COLUMNS and value is not None:
+                value = orjson.dumps(value).decode()
+            columns[name].append(value)
+    return columns
 
 
 def write_batch(engine: Engine, events: list[StatusEvent]) -> BatchResult:
     """Record a batch in one transaction; raises SQLAlchemy errors (the caller retries)."""
     if not events:
         return BatchResult(0, 0, 0)
-    ids = sorted({uuid.UUID(e.task_id) for e in events})
+    ids = sorted({e.task_id for e in events})
     with engine.begin() as conn:
-        found = conn.execute(
-            select(tasks.c.task_id, tasks.c.progress, tasks.c.finished_at, tasks.c.status)
-            .where(tasks.c.task_id.in_(ids))
-            .order_by(tasks.c.task_id)
-            .with_for_update()
-        )
+        found = conn.exec_driver_sql(_FIND, {"ids": ids}).all()
         terminal = {s.value for s in TERMINAL}
         known = {
-            str(task_id): _Known(prog, finished if status in terminal else None)
+            task_id: _Known(prog, finished if status in terminal else None)
             for task_id, prog, finished, status in found
         }
         event_rows, rows, dropped = plan(events, known)
         if rows:
-            ordered = [rows[key] for key in sorted(rows)]
-            for start in range(0, len(ordered), 1000):
-                _upsert(conn, ordered[start : start + 1000])
+            conn.exec_driver_sql(_UPSERT, _columns([rows[key] for key in sorted(rows)]))
         if event_rows:
-            conn.execute(insert(task_events).on_conflict_do_nothing(), event_rows)
+            conn.exec_driver_sql(_INSERT_EVENTS, _columns(event_rows))
     return BatchResult(len(event_rows), dropped, len(rows))

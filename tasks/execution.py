@@ -104,6 +104,30 @@ class LeaseKeeper:
         self._stop.set()
 
 
+# One round trip to begin a run: the kept outcome if the task already ended; else the
+# running lease (unless another live holder has it); then the attempt count.
+_BEGIN = """
+local outcome = redis.call('GET', KEYS[1])
+if outcome then return {1, outcome} end
+local current = redis.call('GET', KEYS[2])
+if current and string.sub(current, 1, 8) == 'running:' and current ~= ARGV[1]
+   and ARGV[4] ~= current then
+  return {2, current}
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+local attempt = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {0, attempt}
+"""
+
+
+@dataclass(frozen=True)
+class Begun:
+    outcome: bytes | None = None  # the task had ended: its terminal event
+    held_by: str | None = None  # another live worker runs it
+    attempt: int = 0
+
+
 @dataclass
 class Resources:
     """Per-process clients; built after the worker forks, closed at its exit."""
@@ -114,6 +138,7 @@ class Resources:
     events: StatusPublisher
     leases: Leases
     keeper: LeaseKeeper
+    begin_script: Any
 
     @classmethod
     def build(cls, settings: Settings) -> Resources:
@@ -129,7 +154,22 @@ class Resources:
             events=StatusPublisher(producer, settings.status_topic),
             leases=leases,
             keeper=LeaseKeeper(leases),
+            begin_script=client.register_script(_BEGIN),
         )
+
+    def begin(self, task_id: str, holder: str) -> Begun:
+        keys = [redis_keys.outcome(task_id), leases.key(task_id), redis_keys.attempts(task_id)]
+        args = [holder, RUNNING_SECONDS, redis_keys.KEY_TTL, ""]
+        code, value = self.begin_script(keys=keys, args=args)
+        if code == 2 and leases.holder_is_dead(_as_bytes(value).decode()):
+            # The holder was a pool process of this host that died: take the task over.
+            args[3] = _as_bytes(value).decode()
+            code, value = self.begin_script(keys=keys, args=args)
+        if code == 1:
+            return Begun(outcome=_as_bytes(value))
+        if code == 2:
+            return Begun(held_by=_as_bytes(value).decode())
+        return Begun(attempt=int(value))
 
     def close(self) -> None:
         self.keeper.stop()
@@ -179,19 +219,21 @@ class Run:
 
     def execute(self) -> None:
         resources = self.resources
-        outcome = resources.redis.get(redis_keys.outcome(self.task_id))
-        if outcome is not None:
-            # Ended already: say so again (the same event id is recorded once).
-            resources.events.emit(decode_event(_as_bytes(outcome)))
-            return
         holder = running_holder()
-        other = resources.leases.acquire(self.task_id, holder, RUNNING_SECONDS)
-        if other is not None:
+        begun = resources.begin(self.task_id, holder)
+        if begun.outcome is not None:
+            # Ended already: say so again (the same event id is recorded once).
+            resources.events.emit(decode_event(begun.outcome))
+            return
+        if begun.held_by is not None:
             # Another live worker runs this task (a duplicate delivery): leave it to it.
             log.info(
-                "duplicate delivery skipped; %s runs it", other, extra={"task_id": self.task_id}
+                "duplicate delivery skipped; %s runs it",
+                begun.held_by,
+                extra={"task_id": self.task_id},
             )
             return
+        self.attempt = begun.attempt
         resources.keeper.keep(self.task_id, holder)
         try:
             self._attempt()
@@ -200,10 +242,6 @@ class Run:
 
     def _attempt(self) -> None:
         settings = self.resources.settings
-        pipe = self.resources.redis.pipeline(transaction=False)
-        pipe.incr(redis_keys.attempts(self.task_id))
-        pipe.expire(redis_keys.attempts(self.task_id), redis_keys.KEY_TTL)
-        self.attempt, _ = pipe.execute()
         cap = self.spec.retries + 1 + settings.task_lost_retries
         if self.attempt > cap:
             self.finish(

@@ -72,16 +72,20 @@ def build_worker_app(settings: Settings) -> Celery:
 
 
 def _register(app: Celery, state: WorkerState, name: str, spec: Any, function: Routine) -> None:
-    def run(self: Task, envelope: dict[str, Any]) -> None:
-        Run(state.resources(), spec, function, envelope).execute()
+    def run(self: Task, *envelopes: dict[str, Any]) -> None:
+        # Usually one task; tiny routines may carry several, run one after the other.
+        resources = state.resources()
+        for envelope in envelopes:
+            Run(resources, spec, function, envelope).execute()
 
     run.__name__ = f"routine_{name}"
     run.__doc__ = function.__doc__
     app.task(
         name=task_name(name),
         bind=True,
-        soft_time_limit=spec.timeout,
-        time_limit=spec.hard_timeout,
+        # A message may carry `batch` tasks of the routine: its limits cover them all.
+        soft_time_limit=spec.timeout * spec.batch,
+        time_limit=spec.hard_timeout * spec.batch,
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,
@@ -155,16 +159,15 @@ def _connect_signals(app: Celery, state: WorkerState) -> None:
         # Runs in the main process when the pool killed a child past its hard time limit.
         if not isinstance(exception, TimeLimitExceeded) or not args:
             return
-        envelope = args[0]
-        spec = settings.routine_table.get(envelope.get("routine", ""))
-        limit = spec.hard_timeout if spec else 0
         resources = state.resources()
-        run = Run(resources, spec, lambda payload: None, envelope) if spec else None
-        if run is None:
-            return
-        run.attempt = int(resources.redis.get(redis_keys.attempts(task_id)) or 0)
-        run.finish(
-            Status.FAILED,
-            error=f"timed out: killed at its hard time limit of {limit:g}s",
-        )
+        for envelope in args:
+            spec = settings.routine_table.get(envelope.get("routine", ""))
+            if spec is None or resources.redis.exists(redis_keys.outcome(envelope["task_id"])):
+                continue  # ended before the limit struck (an earlier task of the message)
+            run = Run(resources, spec, lambda payload: None, envelope)
+            run.attempt = int(resources.redis.get(redis_keys.attempts(envelope["task_id"])) or 0)
+            run.finish(
+                Status.FAILED,
+                error=f"timed out: killed at its hard time limit of {spec.hard_timeout:g}s",
+            )
         resources.events.flush(10)

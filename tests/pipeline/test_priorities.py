@@ -22,6 +22,10 @@ from tests.tasks_db import events, wait_terminal
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
+# A routine whose tasks each travel in their own Celery message (noop and echo may share
+# one when many wait, which would make the start order coarser than one task at a time).
+ONE_AT_A_TIME = {"routine": "sleep", "payload": {"ms": 0}}
+
 ROUTINES = {
     "report": {
         "function": "tasks.routines:sleep",
@@ -86,11 +90,11 @@ def test_under_backlog_starts_follow_the_weights_and_low_is_in_every_round(
     _hold_the_slot(one_slot)
     items = (
         [
-            {"team": ("alpha", "bravo")[i % 2], "routine": "noop", "priority": "high"}
+            {"team": ("alpha", "bravo")[i % 2], **ONE_AT_A_TIME, "priority": "high"}
             for i in range(60)
         ]
-        + [{"team": "alpha", "routine": "noop", "priority": "medium"} for _ in range(30)]
-        + [{"team": "bravo", "routine": "noop", "priority": "low"} for _ in range(20)]
+        + [{"team": "alpha", **ONE_AT_A_TIME, "priority": "medium"} for _ in range(30)]
+        + [{"team": "bravo", **ONE_AT_A_TIME, "priority": "low"} for _ in range(20)]
     )
     with one_slot.client() as client:
         ids = submit(client, items)
@@ -149,10 +153,10 @@ def test_one_teams_flood_does_not_stall_another_team_of_the_same_priority(
     _hold_the_slot(one_slot, ms=1000)
     with one_slot.client() as client:
         flood = submit(
-            client, [{"team": "alpha", "routine": "noop", "priority": "medium"} for _ in range(60)]
+            client, [{"team": "alpha", **ONE_AT_A_TIME, "priority": "medium"} for _ in range(60)]
         )
         quiet = submit(
-            client, [{"team": "bravo", "routine": "noop", "priority": "medium"} for _ in range(5)]
+            client, [{"team": "bravo", **ONE_AT_A_TIME, "priority": "medium"} for _ in range(5)]
         )
     wait_terminal(one_slot.engine, flood + quiet, timeout=120)
     order = [task_id for _, task_id in _started(one_slot, flood + quiet)]
