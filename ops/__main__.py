@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     restart.add_argument("components", nargs="+")
     sub.add_parser("status", help="each component, its PID, port and health")
     sub.add_parser("migrate", help="create topics and apply database migrations")
+    sub.add_parser("demo", help="replay the bundled day against the running stack")
     args = parser.parse_args(argv)
 
     try:
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped." if stopped else "nothing was running.")
         elif args.command == "restart":
             stack.restart(args.components)
+        elif args.command == "demo":
+            from ops.demo import run_demo
+
+            return run_demo(settings)
         elif args.command == "migrate":
             stack.migrate()
         else:
