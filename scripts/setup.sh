@@ -16,6 +16,7 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=("postgresql:the 
 have redis-server || need+=("redis-server:the Celery broker")
 have kcat || need+=("kcat:inspecting Kafka topics by hand")
 have chromium || need+=("chromium:the dashboard's browser test")
+have wrk || need+=("wrk:the HTTP load generator of make bench")
 pkg_installed python3-venv || python3 -c "import venv, ensurepip" 2>/dev/null || need+=("python3-venv:the project's virtualenv")
 
 if ((${#need[@]})); then

@@ -1,0 +1,219 @@
+"""Isolated platform instances: a separate set of platform processes (API, recorder,
+bridge, workers) on the running stack's Kafka, Postgres and Redis, with their own topics
+(a prefix), consumer groups, database, Redis database, API port and run folder.
+
+Tests use them for configurations of their own (one worker slot, extra teams) and for
+breaking things (kill -9) without disturbing the main stack; `make bench` uses one so
+its measurements run with their own settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import Engine
+
+from app.auth import create_key
+from core.db import make_engine
+from core.settings import Settings, load_settings
+from ops.postgres_node import admin_dsn
+from ops.supervisor import Supervisor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def isolated_run_dir(name: str) -> Path:
+    """A fresh run folder inside the repository's `.run/` (the Postgres service user can
+    reach it there, unlike pytest's private temporary folders)."""
+    path = REPO / ".run" / "isolated" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_ops(
+    env: dict[str, str], *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`python -m ops ARGS` with this environment, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ops", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+PLATFORM = ["api", "recorder", "bridge"]
+_redis_db = iter(range(2, 16))
+
+
+class Instance:
+    def __init__(self, main: Settings, name: str, **env: str) -> None:
+        self.name = name
+        self.token = f"{name}_{uuid.uuid4().hex[:6]}"
+        self.run_dir = isolated_run_dir(self.token)
+        self.database = f"tp_{self.token}"
+        redis_db = next(_redis_db)
+        self.env = {k: v for k, v in os.environ.items() if k not in ("API_PORT", "RUN_DIR")}
+        self.env.update(
+            {
+                "RUN_DIR": str(self.run_dir),
+                "API_PORT": str(free_port()),
+                "API_WORKERS": "1",
+                "API_THREADS": "8",
+                "REQUEST_TOPIC_PREFIX": f"{self.token}.",
+                "STATUS_TOPIC": f"{self.token}.status",
+                "DLQ_TOPIC": f"{self.token}.dlq",
+                "TOPIC_PARTITIONS": "2",
+                "CONSUMER_GROUP_PREFIX": self.token,
+                "DATABASE_URL": main.database_url.rsplit("/", 1)[0] + f"/{self.database}",
+                "REDIS_URL": f"redis://127.0.0.1:{main.redis_port}/{redis_db}",
+                "KAFKA_BOOTSTRAP": main.kafka_bootstrap,
+                "LOG_LEVEL": "INFO",
+                **env,
+            }
+        )
+        self.main = main
+        self.settings: Settings | None = None
+        self._engine: Engine | None = None
+        self.admin_key = ""
+
+    def _flush_redis(self) -> None:
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+    def start(self, components: list[str]) -> None:
+        self._flush_redis()
+        with psycopg.connect(admin_dsn(self.main), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {self.database} OWNER taskplatform")
+        self.up(components)
+        self.settings = self._load_settings()
+        self.admin_key = create_key(self.engine, team=None, admin=True)[1]
+
+    def _load_settings(self) -> Settings:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(self.env)
+        try:
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def up(self, components: list[str]) -> None:
+        result = run_ops(self.env, "up", *components)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def restart(self, components: list[str]) -> None:
+        result = run_ops(self.env, "restart", *components)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def wait_bridge_caught_up(self, timeout: float = 60) -> None:
+        """Wait until the bridge has committed every request written so far."""
+        assert self.settings is not None
+        settings = self.settings
+        group = f"{settings.consumer_group_prefix}-bridge"
+        consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            partitions = [
+                TopicPartition(topic, number)
+                for topic in settings.request_topics
+                for number in range(settings.topic_partitions)
+            ]
+            ends = {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in partitions
+            }
+
+            def caught_up() -> bool:
+                committed = consumer.committed(partitions, timeout=10)
+                return all(
+                    ends[(tp.topic, tp.partition)] == 0
+                    or tp.offset >= ends[(tp.topic, tp.partition)]
+                    for tp in committed
+                )
+
+            _wait(caught_up, timeout, "the bridge to commit every request")
+        finally:
+            consumer.close()
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Signal a component's whole process group (kill -9 by default); returns its PID."""
+        tracked = Supervisor(self.run_dir).tracked(component)
+        assert tracked is not None, f"{component} is not running"
+        os.killpg(tracked.pid, sig)
+        return tracked.pid
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            assert self.settings is not None
+            self._engine = make_engine(self.settings, pool_size=2, application="tests")
+        return self._engine
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['API_PORT']}"
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.api_url,
+            headers={"Authorization": f"Bearer {key or self.admin_key}"},
+            timeout=30,
+        )
+
+    def log(self, component: str) -> str:
+        return (self.run_dir / "logs" / f"{component}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        run_ops(self.env, "down")
+        if self._engine is not None:
+            self._engine.dispose()
+        with psycopg.connect(admin_dsn(self.main), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        admin = AdminClient({"bootstrap.servers": self.main.kafka_bootstrap})
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.token)]
+        if topics:
+            for future in admin.delete_topics(topics).values():
+                future.result(30)
+        self._flush_redis()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
