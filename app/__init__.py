@@ -9,7 +9,17 @@ from core.settings import Settings, load_settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from app import auth, errors, health, metrics, openapi, tasks_api
+    from app import (
+        auth,
+        dashboard,
+        errors,
+        health,
+        metrics,
+        openapi,
+        stats_api,
+        task_events_api,
+        tasks_api,
+    )
     from app.services import Services
 
     settings = settings or load_settings()
@@ -19,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskplatform"] = Services(settings)
     errors.register_error_handlers(app)
     metrics.install(app)
-    for module in (tasks_api, health, openapi):
+    for module in (tasks_api, health, openapi, stats_api, task_events_api, dashboard):
         app.register_blueprint(module.blueprint)
     auth.register_cli(app)
     return app

@@ -272,6 +272,187 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/tasks/{task_id}/events": {
+                "get": {
+                    "summary": "A task's recorded status events; with follow=1, live (SSE)",
+                    "description": (
+                        "Without follow: the events recorded so far, in order. With follow=1: "
+                        "a text/event-stream that sends each recorded event once (`event: "
+                        "status`, `id: <event_id>`), then `event: end` after the terminal "
+                        "event or after 10 minutes."
+                    ),
+                    "operationId": "getTaskEvents",
+                    "parameters": [
+                        {
+                            "name": "task_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["0", "1", "false", "true"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The events (JSON), or their live stream (follow=1)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["event_id", "status", "at", "attempt"],
+                                            "properties": {
+                                                "event_id": {"type": "string", "format": "uuid"},
+                                                "status": {
+                                                    "type": "string",
+                                                    "enum": list(Status.__members__),
+                                                },
+                                                "at": {"type": "string", "format": "date-time"},
+                                                "attempt": {"type": "integer"},
+                                                "queue": {"type": ["string", "null"]},
+                                                "detail": {"type": ["object", "null"]},
+                                            },
+                                        },
+                                    }
+                                },
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_errors(400, 401, 404, 429),
+                        "503": _error("The task store cannot be reached"),
+                    },
+                }
+            },
+            "/api/v1/stats": {
+                "get": {
+                    "summary": "Stream statistics over a sliding window",
+                    "description": (
+                        "Counts by status (transitions seen, and terminal outcomes), success "
+                        "rate, throughput, in-flight tasks and latency percentiles (wait, run, "
+                        "end_to_end; p50/p90/p99/max in ms) overall and by team, priority and "
+                        "routine, computed continuously from the status stream. A team key "
+                        "gets its own team's figures only; an admin may narrow to a team. "
+                        "`totals` counts since the statistics started."
+                    ),
+                    "operationId": "getStats",
+                    "parameters": [
+                        {
+                            "name": "window",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["1m", "5m", "15m"]},
+                        },
+                        {
+                            "name": "team",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(settings.teams)},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The figures",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": [
+                                            "window",
+                                            "generated_at",
+                                            "overall",
+                                            "by_team",
+                                            "by_priority",
+                                            "by_routine",
+                                            "totals",
+                                        ],
+                                        "properties": {
+                                            "window": {"type": "string"},
+                                            "window_seconds": {"type": "integer"},
+                                            "covered_seconds": {"type": "integer"},
+                                            "team": {"type": ["string", "null"]},
+                                            "generated_at": {
+                                                "type": "string",
+                                                "format": "date-time",
+                                            },
+                                            "age_seconds": {"type": "number"},
+                                            "relative_accuracy": {"type": "number"},
+                                            "overall": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "transitions": {"type": "object"},
+                                                    "outcomes": {"type": "object"},
+                                                    "terminal": {"type": "integer"},
+                                                    "success_rate": {"type": ["number", "null"]},
+                                                    "throughput_per_s": {"type": "number"},
+                                                    "in_flight": {"type": "integer"},
+                                                    "latency_ms": {"type": "object"},
+                                                },
+                                            },
+                                            "by_team": {"type": "object"},
+                                            "by_priority": {"type": "object"},
+                                            "by_routine": {"type": "object"},
+                                            "totals": {"type": "object"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 403),
+                        "503": _error("No statistics yet, or Redis cannot be reached"),
+                    },
+                }
+            },
+            "/api/v1/stats/stream": {
+                "get": {
+                    "summary": "Stream statistics live (server-sent events)",
+                    "description": (
+                        "text/event-stream: `hello`, one `point` per chart point of the last "
+                        "15 minutes, then about once a second new `point`s and `stats` (the "
+                        "/api/v1/stats figures and the latest tasks), keep-alive comments, and "
+                        "`end` after max_seconds (default and at most 600); clients reconnect."
+                    ),
+                    "operationId": "streamStats",
+                    "parameters": [
+                        {
+                            "name": "window",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["1m", "5m", "15m"]},
+                        },
+                        {
+                            "name": "team",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(settings.teams)},
+                        },
+                        {
+                            "name": "max_seconds",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 600},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The live stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 401, 403, 429),
+                        "503": _error("No statistics yet, or Redis cannot be reached"),
+                    },
+                }
+            },
+            "/dashboard": {
+                "get": {
+                    "summary": "The live dashboard (asks for an API key in the page)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "HTML page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "The process is up",

@@ -16,6 +16,7 @@ from core.logs import configure_logging
 from core.settings import ConfigError, load_settings
 from recorder.reconciler import Reconciler
 from recorder.service import Recorder
+from recorder.stats import StreamStats
 
 
 def main() -> int:
@@ -40,9 +41,12 @@ def main() -> int:
     threading.Thread(target=reconciler.run, args=(stop,), name="reconciler", daemon=True).start()
     ready = os.environ.get("READY_FILE")
     try:
-        Recorder(settings, consumer=consumer, engine=engine).run(
-            stop, Path(ready) if ready else None
-        )
+        Recorder(
+            settings,
+            consumer=consumer,
+            engine=engine,
+            observers=[StreamStats.from_settings(settings)],
+        ).run(stop, Path(ready) if ready else None)
     finally:
         engine.dispose()
     return 0

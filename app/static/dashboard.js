@@ -1,0 +1,336 @@
+// The live dashboard: asks for an API key, reads /api/v1/stats/stream with fetch() (an
+// EventSource cannot send an Authorization header), draws the charts and tables.
+// The key lives in sessionStorage only and never goes into a URL.
+"use strict";
+
+(function () {
+  const STORAGE_KEY = "taskplatform.apiKey";
+  const PRIORITIES = ["high", "medium", "low"];
+  const COLORS = {total: "#333333", high: "#d62728", medium: "#ff7f0e", low: "#1f77b4"};
+  const TEAM_COLORS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
+  const MAX_POINTS = 900;
+
+  const $ = (id) => document.getElementById(id);
+  let points = [];
+  let charts = null;
+  let controller = null;
+  let reconnectTimer = null;
+  let retryMs = 3000;
+
+  // ---- page state -------------------------------------------------------------------
+
+  function setConnection(state, text) {
+    const el = $("connection");
+    el.dataset.state = state;
+    el.textContent = text;
+  }
+
+  function showLogin(message) {
+    stop();
+    $("board").hidden = true;
+    $("forget").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    $("scope").textContent = "";
+    setConnection("idle", "not connected");
+    $("key").focus();
+  }
+
+  function showBoard() {
+    $("login").hidden = true;
+    $("board").hidden = false;
+    $("forget").hidden = false;
+    if (!charts) charts = makeCharts();
+  }
+
+  function stop() {
+    if (reconnectTimer) clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    if (controller) controller.abort();
+    controller = null;
+  }
+
+  function scheduleReconnect(delay, text) {
+    setConnection("waiting", text);
+    if (reconnectTimer) clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  // ---- the stream -------------------------------------------------------------------
+
+  async function connect() {
+    stop();
+    const key = sessionStorage.getItem(STORAGE_KEY);
+    if (!key) {
+      showLogin("");
+      return;
+    }
+    const mine = new AbortController();
+    controller = mine;
+    setConnection("connecting", "connecting…");
+    const url = "/api/v1/stats/stream?window=" + encodeURIComponent($("window").value);
+    let response;
+    try {
+      response = await fetch(url, {
+        headers: {Authorization: "Bearer " + key, Accept: "text/event-stream"},
+        cache: "no-store",
+        signal: mine.signal,
+      });
+    } catch (error) {
+      if (!mine.signal.aborted) scheduleReconnect(5000, "cannot reach the API; retrying");
+      return;
+    }
+    if (response.status === 401) {
+      sessionStorage.removeItem(STORAGE_KEY);
+      showLogin("The API refused that key (401). Enter a valid key.");
+      return;
+    }
+    if (!response.ok) {
+      const message = await errorMessage(response);
+      scheduleReconnect(5000, response.status + ": " + message + " (retrying)");
+      return;
+    }
+    showBoard();
+    setConnection("live", "live");
+    try {
+      await readEvents(response.body, handle);
+    } catch (error) {
+      if (mine.signal.aborted) return;
+    }
+    if (controller === mine) scheduleReconnect(retryMs, "reconnecting…");
+  }
+
+  async function errorMessage(response) {
+    try {
+      const body = await response.json();
+      return body.error.message;
+    } catch (error) {
+      return response.statusText || "error";
+    }
+  }
+
+  async function readEvents(body, onEvent) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, {stream: true});
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        parseBlock(block, onEvent);
+      }
+    }
+  }
+
+  // One SSE block: `event:`, `data:` (possibly several), `retry:`; `:` starts a comment.
+  function parseBlock(block, onEvent) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line[0] === ":") continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value[0] === " ") value = value.slice(1);
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+      else if (field === "retry" && /^\d+$/.test(value)) retryMs = Number(value);
+    }
+    if (data.length) onEvent(event, JSON.parse(data.join("\n")));
+  }
+
+  function handle(event, data) {
+    if (event === "hello") {
+      $("scope").textContent = data.team ? "team " + data.team : "all teams (admin)";
+      points = [];
+    } else if (event === "point") {
+      const last = points.length ? points[points.length - 1].t : -1;
+      if (data.t > last) points.push(data);
+      if (points.length > MAX_POINTS) points.shift();
+      scheduleDraw();
+    } else if (event === "stats") {
+      setConnection("live", "live");
+      $("updated").textContent = "updated " + new Date(data.stats.generated_at).toLocaleTimeString();
+      renderCards(data.stats);
+      renderBreakdown($("team-table"), "team", data.stats.by_team);
+      renderBreakdown($("priority-table"), "priority", data.stats.by_priority);
+      renderRecent(data.recent);
+      for (const el of document.querySelectorAll("[data-window-label]")) {
+        el.textContent = "(last " + data.stats.window + ")";
+      }
+    } else if (event === "unavailable") {
+      setConnection("warn", "statistics unavailable: " + data.message);
+    }
+  }
+
+  // Points arrive in bursts (the history at connect): draw once per frame, not per point.
+  let drawPending = false;
+  function scheduleDraw() {
+    if (drawPending) return;
+    drawPending = true;
+    requestAnimationFrame(() => {
+      drawPending = false;
+      drawCharts();
+    });
+  }
+
+  // ---- charts -----------------------------------------------------------------------
+
+  function prioritySeries(withTotal) {
+    const series = withTotal ? [{key: "total", label: "total", color: COLORS.total}] : [];
+    for (const p of PRIORITIES) series.push({key: p, label: p, color: COLORS[p]});
+    return series;
+  }
+
+  function makeCharts() {
+    const waitSeries = [];
+    for (const p of PRIORITIES) {
+      waitSeries.push({key: p + "_p50", label: p + " p50", color: COLORS[p]});
+      waitSeries.push({key: p + "_p90", label: p + " p90", color: COLORS[p], dash: true});
+    }
+    return {
+      throughput: new LineChart($("chart-throughput"), {series: prioritySeries(true), unit: "/s"}),
+      inFlight: new LineChart($("chart-in-flight"), {series: prioritySeries(true)}),
+      wait: new LineChart($("chart-wait"), {series: waitSeries, unit: "ms"}),
+      teams: new LineChart($("chart-teams"), {series: [], unit: "/s"}),
+    };
+  }
+
+  function drawCharts() {
+    if (!charts) return;
+    charts.throughput.setData(points.map((p) => ({t: p.t, values: p.throughput})));
+    charts.inFlight.setData(points.map((p) => ({t: p.t, values: p.in_flight})));
+    charts.wait.setData(points.map((p) => {
+      const values = {};
+      for (const q of PRIORITIES) {
+        values[q + "_p50"] = p.wait_p50[q];
+        values[q + "_p90"] = p.wait_p90[q];
+      }
+      return {t: p.t, values: values};
+    }));
+    const teams = new Set();
+    for (const p of points) for (const team of Object.keys(p.throughput_by_team)) teams.add(team);
+    charts.teams.setSeries([...teams].sort().map((team, i) => ({
+      key: team, label: team, color: TEAM_COLORS[i % TEAM_COLORS.length],
+    })));
+    charts.teams.setData(points.map((p) => ({t: p.t, values: p.throughput_by_team})));
+  }
+
+  // ---- tables -----------------------------------------------------------------------
+
+  function ms(value) {
+    return value === null || value === undefined ? "–" : value.toFixed(value < 10 ? 1 : 0);
+  }
+
+  function percent(value) {
+    return value === null || value === undefined ? "–" : (value * 100).toFixed(1) + "%";
+  }
+
+  function cell(row, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.appendChild(td);
+    return td;
+  }
+
+  function renderCards(stats) {
+    const o = stats.overall;
+    const cards = [
+      ["throughput", o.throughput_per_s.toFixed(2) + " /s"],
+      ["in flight", String(o.in_flight), null, "now"],
+      ["success rate", percent(o.success_rate)],
+      ["finished", String(o.terminal),
+        o.outcomes.FAILED + " failed · " + o.outcomes.DEAD_LETTERED + " dead-lettered"],
+      ["wait p50 / p90", ms(o.latency_ms.wait.p50) + " / " + ms(o.latency_ms.wait.p90) + " ms"],
+      ["run p50 / p99", ms(o.latency_ms.run.p50) + " / " + ms(o.latency_ms.run.p99) + " ms"],
+      ["end-to-end p99", ms(o.latency_ms.end_to_end.p99) + " ms"],
+    ];
+    const box = $("cards");
+    box.replaceChildren();
+    for (const [label, value, note, when] of cards) {
+      const card = document.createElement("div");
+      card.className = "card";
+      card.dataset.metric = label;
+      const v = document.createElement("div");
+      v.className = "value";
+      v.textContent = value;
+      const l = document.createElement("div");
+      l.className = "label";
+      l.textContent = label + " · " + (when || "last " + stats.window) + (note ? " · " + note : "");
+      card.append(v, l);
+      box.appendChild(card);
+    }
+  }
+
+  function renderBreakdown(table, name, groups) {
+    const head = document.createElement("thead");
+    const hr = document.createElement("tr");
+    head.appendChild(hr);
+    for (const title of [name, "finished", "failed", "success", "tasks/s", "in flight",
+      "wait p50", "wait p90", "run p50", "e2e p99"]) {
+      const th = document.createElement("th");
+      th.textContent = title;
+      hr.appendChild(th);
+    }
+    const body = document.createElement("tbody");
+    for (const [key, s] of Object.entries(groups)) {
+      const tr = document.createElement("tr");
+      tr.dataset.group = key;
+      for (const text of [key, String(s.terminal), String(s.outcomes.FAILED + s.outcomes.DEAD_LETTERED),
+        percent(s.success_rate), s.throughput_per_s.toFixed(2), String(s.in_flight),
+        ms(s.latency_ms.wait.p50), ms(s.latency_ms.wait.p90), ms(s.latency_ms.run.p50),
+        ms(s.latency_ms.end_to_end.p99)]) {
+        cell(tr, text);
+      }
+      body.appendChild(tr);
+    }
+    table.replaceChildren(head, body);
+  }
+
+  function renderRecent(recent) {
+    const body = $("recent-table").querySelector("tbody");
+    const rows = [];
+    for (const task of recent) {
+      const tr = document.createElement("tr");
+      tr.dataset.taskId = task.task_id;
+      tr.dataset.status = task.status;
+      cell(tr, task.task_id, "mono");
+      cell(tr, task.team);
+      cell(tr, task.routine);
+      cell(tr, task.priority, "priority-" + task.priority);
+      cell(tr, task.status, "status status-" + task.status);
+      cell(tr, new Date(task.at).toLocaleTimeString());
+      rows.push(tr);
+    }
+    body.replaceChildren(...rows);
+  }
+
+  // ---- start ------------------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const key = $("key").value.trim();
+      if (!key) return;
+      sessionStorage.setItem(STORAGE_KEY, key);
+      $("key").value = "";
+      connect();
+    });
+    $("forget").addEventListener("click", () => {
+      sessionStorage.removeItem(STORAGE_KEY);
+      points = [];
+      showLogin("");
+    });
+    $("window").addEventListener("change", () => {
+      if (sessionStorage.getItem(STORAGE_KEY)) connect();
+    });
+    window.addEventListener("resize", scheduleDraw);
+    if (sessionStorage.getItem(STORAGE_KEY)) connect();
+    else showLogin("");
+  });
+})();

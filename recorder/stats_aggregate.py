@@ -1,0 +1,271 @@
+"""Stream statistics from status events, as plain data: the ksqlDB role inside the platform.
+
+`StreamAggregator.observe(events, now)` accounts for a batch that arrived at `now`;
+`snapshot(now)` and `chart_points(now)` describe the windows as JSON-ready dicts (the
+format the API serves, see app/stats_view.py). Pure: no I/O, and the caller's clock.
+
+Windows are over arrival time and hold whole closed seconds, so a new event counts from
+the next second on. Latencies come from the events' own timestamps (`at`):
+wait = ACCEPTED -> first STARTED, run = last STARTED -> end, end_to_end = ACCEPTED -> end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from core.messages import StatusEvent
+from core.priority import Priority
+from core.status import Status
+from core.stream_stats import ALL, CHART_WINDOW_SECONDS, WINDOWS
+from recorder.stats_tasks import Labels, TaskTracker
+from recorder.stats_windows import (
+    RELATIVE_ACCURACY,
+    Group,
+    Tally,
+    Timeline,
+    percentile,
+    quantiles,
+)
+
+METRICS = ("wait", "run", "end_to_end")
+PRIORITIES = tuple(p.value for p in Priority.ordered())
+OUTCOMES = (Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED)
+_CHART = "chart"
+DIMENSIONS = (("priority", 1), ("routine", 2))
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+class StreamAggregator:
+    def __init__(
+        self,
+        *,
+        teams: list[str],
+        start: float,
+        tracker: TaskTracker | None = None,
+        windows: Mapping[str, int] = WINDOWS,
+        chart_seconds: int = CHART_WINDOW_SECONDS,
+    ) -> None:
+        self.teams = list(teams)
+        self.started_at = start
+        self.tracker = tracker or TaskTracker(teams=self.teams)
+        self.window_names = list(windows)
+        self.timeline = Timeline({**windows, _CHART: chart_seconds}, start, self._groups_of)
+        self._groups: dict[Labels, tuple[Group, ...]] = {}
+
+    def observe(self, events: Iterable[StatusEvent], now: float) -> None:
+        """Account for events that arrived at `now` (repeats are recognised and skipped)."""
+        slot = self.timeline.current(now)
+        for event in events:
+            seen = self.tracker.observe(event, now)
+            if seen is None:
+                continue
+            # Keyed by the fine labels; spread over groups when the second closes.
+            slot.count(seen.labels, "t:" + seen.status.value)
+            if seen.outcome is not None:
+                slot.count(seen.labels, "o:" + seen.outcome.value)
+            for metric, ms in seen.samples:
+                slot.sample(seen.labels, metric, ms)
+
+    def advance(self, now: float) -> None:
+        """Move the windows to `now` and forget tasks past the horizon."""
+        self.timeline.advance(now)
+        self.tracker.evict(now)
+
+    def _groups_of(self, labels: Labels) -> tuple[Group, ...]:
+        """The six groups an event of these labels counts in: overall, by priority and by
+        routine, each for everyone and for its team."""
+        groups = self._groups.get(labels)
+        if groups is None:
+            team, priority, routine = labels
+            groups = self._groups[labels] = tuple(
+                group
+                for scope in (ALL, team)
+                for group in (
+                    (scope, "overall", ""),
+                    (scope, "priority", priority),
+                    (scope, "routine", routine),
+                )
+            )
+        return groups
+
+    def _in_flight(self) -> Counter[Group]:
+        by_group: Counter[Group] = Counter()
+        for labels, count in self.tracker.in_flight.items():
+            for group in self._groups_of(labels):
+                by_group[group] += count
+        return by_group
+
+    # Snapshot.
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Every window's figures for everyone and for each team, totals since the start,
+        and each team's most recently active tasks."""
+        self.advance(now)
+        in_flight = self._in_flight()
+        windows: dict[str, Any] = {}
+        for name in self.window_names:
+            window = self.timeline.windows[name]
+            window.settle()
+            covered = self.timeline.covered(name)
+            layout = self._layout(window.tally, in_flight)
+            windows[name] = {
+                "seconds": window.seconds,
+                "covered_seconds": covered,
+                "scopes": {
+                    scope: {
+                        "overall": self._summary(
+                            window.tally, (scope, "overall", ""), covered, in_flight
+                        ),
+                        **{
+                            f"by_{dim}": {
+                                value: self._summary(
+                                    window.tally, (scope, dim, value), covered, in_flight
+                                )
+                                for value in values
+                            }
+                            for dim, values in dims.items()
+                        },
+                    }
+                    for scope, dims in layout.items()
+                },
+            }
+        return {
+            "version": 1,
+            "generated_at": round(now, 3),
+            "started_at": round(self.started_at, 3),
+            "relative_accuracy": RELATIVE_ACCURACY,
+            "teams": self.teams,
+            "windows": windows,
+            "totals": self._totals(),
+            "recent": {
+                team: [entry.body() for entry in reversed(ring.values())]
+                for team, ring in self.tracker.recent.items()
+            },
+            "tracking": {
+                "tasks": self.tracker.tracked,
+                "event_ids": len(self.tracker.event_ids),
+                "evicted_in_flight": self.tracker.evicted_in_flight,
+            },
+        }
+
+    def _layout(self, tally: Tally, in_flight: Counter[Group]) -> dict[str, dict[str, list[str]]]:
+        """Scope -> dimension -> the values to report: every configured team and priority,
+        and whatever else has figures."""
+        layout: dict[str, dict[str, set[str]]] = {
+            scope: {"priority": set(PRIORITIES), "routine": set()} for scope in (ALL, *self.teams)
+        }
+        for scope, dim, value in (*tally.counts, *(key[0] for key in tally.bins), *in_flight):
+            dims = layout.setdefault(scope, {"priority": set(PRIORITIES), "routine": set()})
+            if dim != "overall":
+                dims[dim].add(value)
+        return {
+            scope: {dim: sorted(values, key=_value_order) for dim, values in dims.items()}
+            for scope, dims in layout.items()
+        }
+
+    def _summary(
+        self, tally: Tally, group: Group, covered: int, in_flight: Counter[Group]
+    ) -> dict[str, Any]:
+        counts = tally.counts.get(group, Counter())
+        outcomes = {status.value: counts["o:" + status.value] for status in OUTCOMES}
+        terminal = sum(outcomes.values())
+        return {
+            "transitions": {status.value: counts["t:" + status.value] for status in Status},
+            "outcomes": outcomes,
+            "terminal": terminal,
+            "success_rate": _round(outcomes["SUCCEEDED"] / terminal, 4) if terminal else None,
+            "throughput_per_s": _round(terminal / covered) if covered else 0.0,
+            "in_flight": in_flight[group],
+            "latency_ms": {metric: _latency(tally, (group, metric)) for metric in METRICS},
+        }
+
+    def _totals(self) -> dict[str, Any]:
+        totals = self.timeline.totals
+        layout = self._layout(totals, Counter())
+
+        def counts(group: Group) -> dict[str, Any]:
+            found = totals.counts.get(group, Counter())
+            return {
+                "transitions": {s.value: found["t:" + s.value] for s in Status},
+                "outcomes": {s.value: found["o:" + s.value] for s in OUTCOMES},
+            }
+
+        return {
+            "since": round(self.started_at, 3),
+            "scopes": {
+                scope: {
+                    "overall": counts((scope, "overall", "")),
+                    **{
+                        f"by_{dim}": {value: counts((scope, dim, value)) for value in values}
+                        for dim, values in dims.items()
+                    },
+                }
+                for scope, dims in layout.items()
+            },
+        }
+
+    # Chart points.
+
+    def chart_points(self, now: float) -> dict[str, dict[str, Any]]:
+        """One point per scope for the live charts, over the trailing chart window:
+        throughput, in-flight and wait p50/p90 by priority, throughput by team."""
+        self.advance(now)
+        window = self.timeline.windows[_CHART]
+        window.settle()
+        tally = window.tally
+        covered = self.timeline.covered(_CHART)
+        in_flight = self._in_flight()
+
+        def rate(group: Group) -> float:
+            done = sum(tally.counts.get(group, Counter())["o:" + s.value] for s in OUTCOMES)
+            return round(done / covered, 3) if covered else 0.0
+
+        def wait(scope: str, priority: str, q: float) -> float | None:
+            bins = tally.bins.get(((scope, "priority", priority), "wait"))
+            return _round(percentile(bins, q)) if bins else None
+
+        points: dict[str, dict[str, Any]] = {}
+        for scope in (ALL, *self.teams):
+            teams = self.teams if scope == ALL else [scope]
+            points[scope] = {
+                "t": self.timeline.second,
+                "throughput": {
+                    "total": rate((scope, "overall", "")),
+                    **{p: rate((scope, "priority", p)) for p in PRIORITIES},
+                },
+                "in_flight": {
+                    "total": in_flight[(scope, "overall", "")],
+                    **{p: in_flight[(scope, "priority", p)] for p in PRIORITIES},
+                },
+                "wait_p50": {p: wait(scope, p, 0.5) for p in PRIORITIES},
+                "wait_p90": {p: wait(scope, p, 0.9) for p in PRIORITIES},
+                "throughput_by_team": {team: rate((team, "overall", "")) for team in teams},
+            }
+        return points
+
+
+def _value_order(value: str) -> tuple[int, str]:
+    """Priorities high to low, then anything else by name."""
+    return (PRIORITIES.index(value), "") if value in PRIORITIES else (len(PRIORITIES), value)
+
+
+def _latency(tally: Tally, key: tuple[Group, str]) -> dict[str, Any]:
+    bins = tally.bins.get(key)
+    found = quantiles(bins, (0.5, 0.9, 0.99)) if bins else None
+    if not bins or found is None:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    highest = tally.maxes.get(key, 0.0)
+    # A bucket's representative may lie a little above the exact maximum; never report that.
+    p50, p90, p99 = (_round(min(value, highest)) for value in found)
+    return {
+        "count": sum(bins.values()),
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "max": _round(highest),
+    }

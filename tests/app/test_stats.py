@@ -1,0 +1,365 @@
+"""`/api/v1/stats` and `/api/v1/stats/stream`: what each caller may see (pure part and on
+the running stack), that the numbers match a known submitted set, and the live stream."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from app import create_app, stats_api
+from app.auth import Principal
+from app.errors import TooManyRequests
+from app.sse import StreamSlots, sse_comment, sse_event
+from app.stats_store import StatsStore, StatsUnavailable
+from app.stats_view import recent_view, stats_view
+from core.settings import Settings
+from tests.app.sse_client import read_events
+from tests.helpers import wait_for
+from tests.tasks_db import events, submit_batch, wait_terminal
+
+TEAMS = ["alpha", "bravo", "charlie"]
+
+
+# The per-caller view of a snapshot (pure).
+
+
+def _summary(terminal: int) -> dict[str, Any]:
+    return {"terminal": terminal, "in_flight": 0}
+
+
+def _scope(terminal: int, routines: dict[str, int]) -> dict[str, Any]:
+    return {
+        "overall": _summary(terminal),
+        "by_priority": {"high": _summary(terminal)},
+        "by_routine": {name: _summary(n) for name, n in routines.items()},
+    }
+
+
+def _snapshot() -> dict[str, Any]:
+    scopes = {
+        "*": _scope(7, {"echo": 4, "cpu": 3}),
+        "alpha": _scope(4, {"echo": 4}),
+        "bravo": _scope(3, {"cpu": 3}),
+    }
+    counts = {"overall": {"transitions": {}, "outcomes": {}}, "by_priority": {}, "by_routine": {}}
+    return {
+        "generated_at": 1_800_000_000.0,
+        "relative_accuracy": 0.02,
+        "teams": TEAMS,
+        "windows": {"1m": {"seconds": 60, "covered_seconds": 60, "scopes": scopes}},
+        "totals": {
+            "since": 1_799_999_000.0,
+            "scopes": dict.fromkeys(scopes, counts),
+        },
+        "recent": {
+            "alpha": [{"task_id": "a1", "team": "alpha", "seen": 3.0}],
+            "bravo": [{"task_id": "b1", "team": "bravo", "seen": 5.0}],
+        },
+    }
+
+
+def test_an_admin_sees_every_team_and_the_figures_over_all_of_them() -> None:
+    view = stats_view(_snapshot(), "1m", None, 1_800_000_001.5)
+    assert view["team"] is None
+    assert view["overall"]["terminal"] == 7
+    assert set(view["by_team"]) == set(TEAMS)
+    assert view["by_team"]["charlie"]["terminal"] == 0  # known team, no figures yet: zeros
+    assert set(view["by_routine"]) == {"echo", "cpu"}
+    assert view["age_seconds"] == 1.5
+    assert [t["task_id"] for t in recent_view(_snapshot(), None)] == ["b1", "a1"]
+
+
+def test_a_team_sees_figures_over_its_own_tasks_only() -> None:
+    view = stats_view(_snapshot(), "1m", "bravo", 1_800_000_001.0)
+    assert view["team"] == "bravo"
+    assert view["overall"]["terminal"] == 3
+    assert list(view["by_team"]) == ["bravo"]
+    assert set(view["by_routine"]) == {"cpu"}
+    assert list(view["totals"]["by_team"]) == ["bravo"]
+    assert [t["team"] for t in recent_view(_snapshot(), "bravo")] == ["bravo"]
+    charlie = stats_view(_snapshot(), "1m", "charlie", 1_800_000_001.0)
+    assert charlie["overall"]["terminal"] == 0
+    assert charlie["by_routine"] == {}
+    assert recent_view(_snapshot(), "charlie") == []
+
+
+def test_sse_framing_and_the_per_process_stream_cap() -> None:
+    assert sse_event("status", {"a": 1}, event_id="x") == b'id: x\nevent: status\ndata: {"a":1}\n\n'
+    assert sse_comment("keep-alive") == b": keep-alive\n\n"
+    slots = StreamSlots(2)
+    slots.take()
+    slots.take()
+    with pytest.raises(TooManyRequests) as refused:
+        slots.take()
+    assert refused.value.headers["Retry-After"]
+    slots.give_back()
+    slots.take()
+
+
+class _MissingStore(StatsStore):
+    def __init__(self) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, Any]:
+        raise StatsUnavailable("no statistics yet")
+
+
+@pytest.fixture()
+def offline_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
+    """The API in-process, with an admin caller and a store that has no snapshot."""
+    principal = Principal(key_id="test", team=None, is_admin=True)
+    monkeypatch.setattr(stats_api, "authenticate", lambda store: principal)
+    monkeypatch.setattr(stats_api, "stats_store", _MissingStore)
+    app = create_app(Settings())
+    with app.test_client() as client:
+        yield client
+
+
+def test_no_snapshot_is_a_json_503_and_a_bad_window_a_400_naming_it(
+    offline_client: FlaskClient,
+) -> None:
+    for path in ("/api/v1/stats", "/api/v1/stats/stream"):
+        response = offline_client.get(path)
+        assert response.status_code == 503
+        assert response.json is not None
+        assert response.json["error"]["code"] == "unavailable"
+    bad = offline_client.get("/api/v1/stats?window=2m")
+    assert bad.status_code == 400
+    assert bad.json is not None and "window" in bad.json["error"]["message"]
+    assert offline_client.get("/api/v1/stats?team=zulu").status_code == 400
+    assert offline_client.get("/api/v1/stats?colour=red").status_code == 400
+    assert offline_client.get("/api/v1/stats/stream?max_seconds=0").status_code == 400
+
+
+# On the running stack.
+
+
+def _client(api_url: str, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=api_url, headers=headers, timeout=30)
+
+
+def _stats(client: httpx.Client, **params: str) -> dict[str, Any]:
+    response = client.get("/api/v1/stats", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _exact_quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def _ms(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds() * 1000
+
+
+class RecorderRestarted(Exception):
+    """The recorder (and its in-memory statistics) restarted while we measured."""
+
+
+def _fail_slice(charlie: httpx.Client, window: str = "1m") -> dict[str, Any]:
+    found: dict[str, Any] = _stats(charlie, window=window)["by_routine"].get("fail", {})
+    return found
+
+
+def _fail_totals(charlie: httpx.Client) -> tuple[str, dict[str, Any]]:
+    totals = _stats(charlie)["totals"]
+    return totals["since"], totals["by_routine"].get("fail", {"transitions": {}, "outcomes": {}})
+
+
+def _measure(
+    charlie: httpx.Client, engine: Engine, successes: int, failures: int
+) -> tuple[list[str], dict[str, str], dict[str, list[Any]], dict[str, Any]]:
+    """Submit the set; wait until the totals have moved by exactly what Postgres recorded
+    and the 1-minute window holds exactly these tasks. Returns (ids, final statuses,
+    timelines, the window's `fail` figures); raises RecorderRestarted."""
+    # An earlier run's tasks must have left the 1-minute window first.
+    wait_for(
+        lambda: not any(_fail_slice(charlie).get("transitions", {}).values()),
+        timeout=90,
+        interval=1,
+        what="charlie's fail routine to be quiet for a minute",
+    )
+    since, before = _fail_totals(charlie)
+    item = {"team": "charlie", "routine": "fail", "priority": "medium"}
+    items = [{**item, "payload": {"times": 1}}] * successes
+    items += [{**item, "payload": {"times": 10}}] * failures
+    ids = submit_batch(charlie, items)
+    final = wait_terminal(engine, ids)
+    timelines = events(engine, ids)
+    transitions = Counter(e.status for timeline in timelines.values() for e in timeline)
+    expected = {"transitions": dict(transitions), "outcomes": dict(Counter(final.values()))}
+
+    def delta() -> dict[str, Any]:
+        now_since, after = _fail_totals(charlie)
+        if now_since != since:
+            raise RecorderRestarted
+        return {
+            kind: {
+                status: moved
+                for status in after[kind]
+                if (moved := after[kind][status] - before[kind].get(status, 0))
+            }
+            for kind in ("transitions", "outcomes")
+        }
+
+    wait_for(lambda: delta() == expected, timeout=30, what="the totals to count our tasks")
+
+    def exactly_ours() -> dict[str, Any] | None:
+        found = _fail_slice(charlie)
+        seen = {status: n for status, n in found["transitions"].items() if n}
+        return found if seen == expected["transitions"] else None
+
+    window = wait_for(exactly_ours, timeout=30, what="the 1-minute window to hold our tasks")
+    if _fail_totals(charlie)[0] != since:
+        raise RecorderRestarted
+    return ids, final, timelines, window
+
+
+@pytest.mark.stack
+def test_stats_match_a_known_submitted_set(
+    api_url: str, team_key: Callable[[str], str], engine: Engine
+) -> None:
+    """Team charlie's `fail` routine is this test's own slice (no other test submits it):
+    6 tasks that fail once then succeed, 4 that fail all 4 attempts. The totals must move
+    by exactly what Postgres recorded, and the 1-minute window, once it holds exactly
+    these tasks, must give their counts, success rate, throughput and latencies.
+    Statistics live in the recorder's memory: if another test restarts the recorder
+    meanwhile, the set is submitted again (up to three times)."""
+    successes, failures = 6, 4
+    with _client(api_url, team_key("charlie")) as charlie:
+        for attempt in range(3):
+            try:
+                ids, final, timelines, window = _measure(charlie, engine, successes, failures)
+                break
+            except RecorderRestarted:
+                if attempt == 2:
+                    raise
+    assert Counter(final.values()) == {"SUCCEEDED": successes, "FAILED": failures}
+    started = sum(e.status == "STARTED" for timeline in timelines.values() for e in timeline)
+    assert started == successes * 2 + failures * 4  # what `fail` promises
+    assert window["outcomes"] == {"SUCCEEDED": successes, "FAILED": failures, "DEAD_LETTERED": 0}
+    assert window["terminal"] == successes + failures
+    assert window["success_rate"] == round(successes / (successes + failures), 4)
+    assert window["in_flight"] == 0
+
+    def at(task_id: str, status: str) -> list[datetime]:
+        return sorted(e.at for e in timelines[task_id] if e.status == status)
+
+    truth: dict[str, list[float]] = {"wait": [], "run": [], "end_to_end": []}
+    for task_id in ids:
+        accepted, starts = at(task_id, "ACCEPTED")[0], at(task_id, "STARTED")
+        end = at(task_id, final[task_id])[0]
+        truth["wait"].append(_ms(starts[0], accepted))
+        truth["run"].append(_ms(end, starts[-1]))
+        truth["end_to_end"].append(_ms(end, accepted))
+    for metric, values in truth.items():
+        found = window["latency_ms"][metric]
+        assert found["count"] == len(ids), metric
+        assert found["max"] == pytest.approx(max(values), abs=0.01), metric
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            expected = _exact_quantile(values, q)
+            assert found[name] == pytest.approx(expected, rel=0.02), (metric, name)
+
+
+@pytest.mark.stack
+def test_a_team_key_gets_its_own_teams_figures_and_nothing_of_others(
+    api_url: str, team_key: Callable[[str], str], admin_key: str
+) -> None:
+    with (
+        _client(api_url, team_key("bravo")) as bravo,
+        _client(api_url, admin_key) as admin,
+    ):
+        own = _stats(bravo, window="5m")
+        assert own["team"] == "bravo"
+        assert list(own["by_team"]) == ["bravo"]
+        assert own["overall"] == own["by_team"]["bravo"]
+        assert list(own["totals"]["by_team"]) == ["bravo"]
+
+        # The same snapshot seen by an admin narrowing to bravo, and by an admin in full.
+        def same_snapshot() -> tuple[dict[str, Any], ...] | None:
+            views = (_stats(bravo), _stats(admin, team="bravo"), _stats(admin))
+            return views if len({v["generated_at"] for v in views}) == 1 else None
+
+        mine, narrowed, everything = wait_for(same_snapshot, what="three reads of one snapshot")
+        for view in (mine, narrowed):
+            view.pop("age_seconds")
+        assert mine == narrowed
+        assert set(everything["by_team"]) >= set(TEAMS)
+        assert everything["by_team"]["bravo"] == mine["overall"]
+        assert everything["overall"]["terminal"] >= mine["overall"]["terminal"]
+
+        refused = bravo.get("/api/v1/stats", params={"team": "alpha"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+        bad = bravo.get("/api/v1/stats", params={"window": "2m"})
+        assert bad.status_code == 400
+        assert "window" in bad.json()["error"]["message"]
+    assert httpx.get(f"{api_url}/api/v1/stats").status_code == 401
+
+
+@pytest.mark.stack
+def test_the_stream_sends_history_then_live_figures_for_the_callers_team_and_ends(
+    api_url: str, team_key: Callable[[str], str]
+) -> None:
+    with (
+        _client(api_url, team_key("charlie")) as charlie,
+        charlie.stream(
+            "GET", "/api/v1/stats/stream", params={"window": "1m", "max_seconds": "3"}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        received = list(read_events(response))  # ends: the stream closes after max_seconds
+    names = [name for name, _ in received]
+    assert names[0] == "hello"
+    assert names[-1] == "end"
+    assert received[-1][1]["reason"] == "lifetime"
+    assert "stats" in names
+    for name, data in received:
+        if name == "point":
+            assert set(data["throughput_by_team"]) == {"charlie"}
+            assert set(data["in_flight"]) == {"total", "high", "medium", "low"}
+        if name == "stats":
+            assert data["stats"]["team"] == "charlie"
+            assert list(data["stats"]["by_team"]) == ["charlie"]
+            assert all(task["team"] == "charlie" for task in data["recent"])
+    points = [data["t"] for name, data in received if name == "point"]
+    assert points == sorted(set(points)), "points arrive once each, oldest first"
+
+
+@pytest.mark.stack
+def test_the_stream_refuses_without_a_key_and_with_bad_parameters(
+    api_url: str, team_key: Callable[[str], str]
+) -> None:
+    assert httpx.get(f"{api_url}/api/v1/stats/stream").status_code == 401
+    with _client(api_url, team_key("charlie")) as charlie:
+        for params, status in (
+            ({"max_seconds": "0"}, 400),
+            ({"window": "1h"}, 400),
+            ({"team": "alpha"}, 403),
+        ):
+            response = charlie.get("/api/v1/stats/stream", params=params)
+            assert response.status_code == status, params
+            assert response.headers["content-type"] == "application/json"
+
+
+def test_the_openapi_document_describes_the_stats_endpoints() -> None:
+    from app.openapi import build_spec
+
+    paths = build_spec(Settings())["paths"]
+    assert "/api/v1/stats" in paths
+    assert (
+        "text/event-stream" in paths["/api/v1/stats/stream"]["get"]["responses"]["200"]["content"]
+    )
+    assert "429" in paths["/api/v1/stats/stream"]["get"]["responses"]

@@ -1,0 +1,420 @@
+"""Stream statistics, pure part: percentiles, sliding windows, dedupe, out-of-order events,
+in-flight, eviction and bounded memory, per-team scopes, and publishing at most once a
+second without ever raising. Synthetic events and an injected clock; no Redis, no Kafka."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.messages import StatusEvent
+from core.status import Status
+from recorder.stats import SnapshotPublisher, StreamStats
+from recorder.stats_aggregate import StreamAggregator
+from recorder.stats_tasks import TaskTracker
+from recorder.stats_windows import RELATIVE_ACCURACY, bucket_of, bucket_value, quantiles
+
+START = 1_800_000_000.0  # arrival clock (unix seconds); a whole second
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # event time base
+TEAMS = ["alpha", "bravo", "charlie"]
+
+
+def _at(ms: float) -> datetime:
+    return T0 + timedelta(milliseconds=ms)
+
+
+def _task(
+    *,
+    team: str = "alpha",
+    priority: str = "high",
+    routine: str = "echo",
+    wait_ms: float = 100.0,
+    run_ms: float = 50.0,
+    end: Status = Status.SUCCEEDED,
+    attempts: int = 1,
+    task_id: str | None = None,
+) -> list[StatusEvent]:
+    """A task's events: accepted at 0 ms, first started after wait_ms, each attempt runs
+    run_ms then retries after 10 ms, the last attempt ends run_ms after it started."""
+    task_id = task_id or str(uuid.uuid4())
+    common: dict[str, Any] = {
+        "task_id": task_id,
+        "team": team,
+        "routine": routine,
+        "priority": priority,
+        "accepted_at": _at(0),
+    }
+    events = [StatusEvent(status=Status.ACCEPTED, at=_at(0), **common)]
+    started = wait_ms
+    for attempt in range(1, attempts + 1):
+        events.append(
+            StatusEvent(status=Status.QUEUED, at=_at(started - 1), attempt=attempt, **common)
+        )
+        events.append(
+            StatusEvent(status=Status.STARTED, at=_at(started), attempt=attempt, **common)
+        )
+        if attempt < attempts:
+            events.append(
+                StatusEvent(
+                    status=Status.RETRYING, at=_at(started + run_ms), attempt=attempt, **common
+                )
+            )
+            started += run_ms + 10
+    events.append(StatusEvent(status=end, at=_at(started + run_ms), attempt=attempts, **common))
+    return events
+
+
+def _aggregator(**tracker: Any) -> StreamAggregator:
+    return StreamAggregator(
+        teams=TEAMS, start=START, tracker=TaskTracker(teams=TEAMS, **tracker) if tracker else None
+    )
+
+
+def _window(snapshot: dict[str, Any], window: str = "1m", scope: str = "*") -> dict[str, Any]:
+    found: dict[str, Any] = snapshot["windows"][window]["scopes"][scope]
+    return found
+
+
+def _exact(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+# Percentiles.
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0.01, max_value=3_600_000.0), min_size=1, max_size=300),
+    st.sampled_from([0.5, 0.9, 0.99, 1.0]),
+)
+def test_histogram_quantiles_are_within_the_stated_accuracy_of_the_exact_ones(
+    values: list[float], q: float
+) -> None:
+    buckets: dict[int, int] = {}
+    for value in values:
+        buckets[bucket_of(value)] = buckets.get(bucket_of(value), 0) + 1
+    found = quantiles(buckets, [q])
+    assert found is not None
+    exact = _exact(values, q)
+    assert abs(found[0] - exact) <= RELATIVE_ACCURACY * exact * 1.0001
+
+
+def test_quantiles_of_nothing_is_none_and_zero_or_negative_latency_counts_as_zero() -> None:
+    assert quantiles({}, [0.5]) is None
+    assert bucket_value(bucket_of(0.0)) == 0.0
+    assert bucket_value(bucket_of(-5.0)) == 0.0  # clock skew between processes
+
+
+def test_latencies_come_from_event_times_and_are_reported_per_metric() -> None:
+    agg = _aggregator()
+    waits = [float(ms) for ms in range(10, 1010, 10)]  # 10 .. 1000 ms
+    events = [e for wait in waits for e in _task(wait_ms=wait, run_ms=wait / 2)]
+    agg.observe(events, START + 0.5)
+    latency = _window(agg.snapshot(START + 1.0))["overall"]["latency_ms"]
+    for metric, values in (
+        ("wait", waits),
+        ("run", [w / 2 for w in waits]),
+        ("end_to_end", [w * 1.5 for w in waits]),
+    ):
+        assert latency[metric]["count"] == 100
+        assert latency[metric]["max"] == pytest.approx(max(values))
+        for q, name in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
+            assert latency[metric][name] == pytest.approx(_exact(values, q), rel=RELATIVE_ACCURACY)
+
+
+def test_wait_is_to_the_first_start_and_run_from_the_last_start_of_a_retried_task() -> None:
+    agg = _aggregator()
+    # Waits 100 ms, runs 50 ms, retries 10 ms later twice: starts at 100, 160, 220; ends 270.
+    agg.observe(_task(wait_ms=100, run_ms=50, attempts=3), START)
+    latency = _window(agg.snapshot(START + 1))["overall"]["latency_ms"]
+    assert latency["wait"]["max"] == pytest.approx(100)
+    assert latency["run"]["max"] == pytest.approx(50)
+    assert latency["end_to_end"]["max"] == pytest.approx(270)
+
+
+# Windows, counts, rates.
+
+
+def test_counts_by_status_outcomes_success_rate_and_throughput() -> None:
+    agg = _aggregator()
+    events = [e for _ in range(6) for e in _task()]
+    events += [e for _ in range(3) for e in _task(end=Status.FAILED, attempts=2)]
+    events += [
+        StatusEvent(
+            task_id=str(uuid.uuid4()),
+            status=Status.DEAD_LETTERED,
+            team="alpha",
+            routine="nope",
+            priority="high",
+            at=_at(0),
+        )
+    ]
+    agg.observe(events, START + 0.2)
+    overall = _window(agg.snapshot(START + 10.0))["overall"]
+    assert overall["outcomes"] == {"SUCCEEDED": 6, "FAILED": 3, "DEAD_LETTERED": 1}
+    assert overall["terminal"] == 10
+    assert overall["transitions"] == {
+        "ACCEPTED": 9,
+        "QUEUED": 12,
+        "STARTED": 12,
+        "RETRYING": 3,
+        "SUCCEEDED": 6,
+        "FAILED": 3,
+        "DEAD_LETTERED": 1,
+    }
+    assert overall["success_rate"] == 0.6
+    # Ten seconds since the start: the rate is over those, not over the whole minute.
+    assert agg.snapshot(START + 10.0)["windows"]["1m"]["covered_seconds"] == 10
+    assert overall["throughput_per_s"] == pytest.approx(1.0)
+
+
+def test_an_event_counts_from_the_next_second_until_it_leaves_each_window() -> None:
+    agg = _aggregator()
+    agg.observe(_task(), START + 100.3)
+
+    def terminal(now: float, window: str) -> int:
+        result: int = _window(agg.snapshot(now), window)["overall"]["terminal"]
+        return result
+
+    assert terminal(START + 100.9, "1m") == 0  # its second is still open
+    assert terminal(START + 101.0, "1m") == 1
+    assert terminal(START + 160.9, "1m") == 1
+    assert terminal(START + 161.0, "1m") == 0
+    assert terminal(START + 161.0, "5m") == 1
+    assert terminal(START + 399.0, "5m") == 1
+    assert terminal(START + 405.0, "5m") == 0  # 5 s buckets: gone within 300 + 5 s
+    assert terminal(START + 999.0, "15m") == 1
+    assert terminal(START + 1015.0, "15m") == 0
+    assert agg.timeline.totals.counts[("*", "overall", "")]["o:SUCCEEDED"] == 1
+
+
+def test_the_maximum_is_recomputed_when_the_slowest_task_leaves_the_window() -> None:
+    agg = _aggregator()
+    agg.observe(_task(wait_ms=5000), START + 1)
+    agg.observe(_task(wait_ms=100), START + 30)
+    assert _window(agg.snapshot(START + 31))["overall"]["latency_ms"]["wait"]["max"] == 5000
+    later = _window(agg.snapshot(START + 62))["overall"]["latency_ms"]["wait"]
+    assert later["count"] == 1
+    assert later["max"] == pytest.approx(100)
+
+
+# Dedupe, order, in-flight, eviction.
+
+
+def test_a_repeated_batch_changes_nothing() -> None:
+    agg = _aggregator()
+    events = [e for _ in range(5) for e in _task()]
+    agg.observe(events, START)
+    agg.observe(events, START + 0.5)  # at-least-once: the same events again
+    agg.observe(list(reversed(events)), START + 2.5)
+    overall = _window(agg.snapshot(START + 5))["overall"]
+    assert overall["terminal"] == 5
+    assert overall["transitions"]["STARTED"] == 5
+    assert overall["latency_ms"]["wait"]["count"] == 5
+
+
+def test_out_of_order_events_still_give_latencies_and_leave_nothing_in_flight() -> None:
+    agg = _aggregator()
+    events = _task(wait_ms=200, run_ms=30)  # ACCEPTED, QUEUED, STARTED, SUCCEEDED
+    accepted, queued, started, succeeded = events
+    agg.observe([started, succeeded], START)  # the worker's events overtake the bridge's
+    agg.observe([queued, accepted], START + 0.5)
+    overall = _window(agg.snapshot(START + 2))["overall"]
+    assert overall["in_flight"] == 0
+    assert overall["transitions"]["ACCEPTED"] == 1  # late history still counts as seen
+    assert overall["latency_ms"]["wait"]["max"] == pytest.approx(200)
+    assert overall["latency_ms"]["end_to_end"]["max"] == pytest.approx(230)
+
+
+def test_a_second_end_or_news_after_the_end_is_ignored_as_the_recorder_does() -> None:
+    agg = _aggregator()
+    events = _task()
+    agg.observe(events, START)
+    first = events[-1]
+    other_end = StatusEvent(
+        task_id=first.task_id,
+        status=Status.FAILED,
+        team=first.team,
+        routine=first.routine,
+        priority=first.priority,
+        at=first.at + timedelta(seconds=1),
+        attempt=1,
+    )
+    after = StatusEvent(
+        task_id=first.task_id,
+        status=Status.STARTED,
+        team=first.team,
+        routine=first.routine,
+        priority=first.priority,
+        at=first.at + timedelta(seconds=2),
+        attempt=2,
+    )
+    agg.observe([other_end, after], START + 0.5)
+    overall = _window(agg.snapshot(START + 2))["overall"]
+    assert overall["outcomes"] == {"SUCCEEDED": 1, "FAILED": 0, "DEAD_LETTERED": 0}
+    assert overall["transitions"]["STARTED"] == 1
+    assert overall["in_flight"] == 0
+
+
+def test_in_flight_overall_and_by_priority() -> None:
+    agg = _aggregator()
+    for priority, count in (("high", 3), ("medium", 2), ("low", 1)):
+        for _ in range(count):
+            agg.observe(_task(priority=priority)[:2], START)  # accepted and queued only
+    agg.observe(_task(priority="low"), START)  # finished: not in flight
+    scope = _window(agg.snapshot(START + 1))
+    assert scope["overall"]["in_flight"] == 6
+    assert {p: s["in_flight"] for p, s in scope["by_priority"].items()} == {
+        "high": 3,
+        "medium": 2,
+        "low": 1,
+    }
+    point = agg.chart_points(START + 1)["*"]
+    assert point["in_flight"] == {"total": 6, "high": 3, "medium": 2, "low": 1}
+
+
+def test_a_task_without_news_past_the_horizon_is_forgotten_and_counted_as_evicted() -> None:
+    agg = _aggregator(horizon=1200.0)
+    agg.observe(_task()[:2], START)
+    agg.advance(START + 1199)
+    assert agg.tracker.in_flight.total() == 1
+    agg.advance(START + 1201)
+    assert agg.tracker.in_flight.total() == 0
+    assert agg.tracker.evicted_in_flight == 1
+    assert agg.snapshot(START + 1202)["tracking"]["evicted_in_flight"] == 1
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_over_150k_tasks() -> None:
+    agg = _aggregator(max_tasks=5_000, max_event_ids=20_000, linger=60.0)
+    rate = 500  # tasks a second of arrival time
+    for n in range(150_000):
+        now = START + n / rate
+        if n % 3 == 0:
+            agg.observe(_task(task_id=str(uuid.uuid4()))[:2], now)  # some never finish
+        else:
+            agg.observe(_task(task_id=str(uuid.uuid4())), now)
+        if n % rate == 0:
+            agg.advance(now)
+    tracker = agg.tracker
+    assert len(tracker._tasks) <= 5_000
+    assert len(tracker._finished) <= 5_000
+    assert len(tracker.event_ids) <= 20_000
+    assert sum(len(ring) for ring in tracker.recent.values()) <= 20 * len(TEAMS)
+    # Windows keep about 60 buckets each, however many seconds went by.
+    for window in agg.timeline.windows.values():
+        assert len(window._buckets) <= 61
+    assert tracker.evicted_in_flight > 0
+
+
+def test_odd_label_values_are_capped() -> None:
+    agg = _aggregator()
+    for n in range(200):
+        agg.observe(_task(routine=f"routine-{n}"), START)
+    routines = _window(agg.snapshot(START + 1))["by_routine"]
+    assert len(routines) <= 65
+    assert routines["(other)"]["terminal"] == 200 - 64
+
+
+# Scopes: everyone, and each team alone.
+
+
+def test_a_team_scope_holds_that_team_only_and_all_teams_add_up() -> None:
+    agg = _aggregator()
+    agg.observe([e for _ in range(4) for e in _task(team="alpha", routine="echo")], START)
+    agg.observe([e for _ in range(2) for e in _task(team="bravo", routine="cpu")], START)
+    agg.observe(_task(team="bravo", priority="low")[:1], START)
+    snapshot = agg.snapshot(START + 1)
+    alpha, bravo, everyone = (_window(snapshot, scope=s) for s in ("alpha", "bravo", "*"))
+    assert alpha["overall"]["terminal"] == 4
+    assert set(alpha["by_routine"]) == {"echo"}
+    assert bravo["overall"]["terminal"] == 2
+    assert bravo["overall"]["in_flight"] == 1
+    assert set(bravo["by_routine"]) == {"cpu", "echo"}
+    assert everyone["overall"]["terminal"] == 6
+    assert _window(snapshot, scope="charlie")["overall"]["terminal"] == 0
+    assert [t["team"] for t in snapshot["recent"]["alpha"]] == ["alpha"] * 4
+    points = agg.chart_points(START + 1)
+    assert set(points["bravo"]["throughput_by_team"]) == {"bravo"}
+    assert set(points["*"]["throughput_by_team"]) == set(TEAMS)
+
+
+def test_recent_tasks_show_the_latest_status_newest_first() -> None:
+    agg = _aggregator()
+    first, second = _task(), _task()
+    agg.observe(first, START)
+    agg.observe(second[:3], START + 1)
+    agg.observe(first[:2], START + 2)  # a repeat must not move it back to QUEUED
+    recent = agg.snapshot(START + 3)["recent"]["alpha"]
+    assert [(r["task_id"], r["status"]) for r in recent] == [
+        (second[0].task_id, "STARTED"),
+        (first[0].task_id, "SUCCEEDED"),
+    ]
+
+
+# Publishing.
+
+
+class FakePublisher(SnapshotPublisher):
+    def __init__(self) -> None:
+        self.published: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.failing = False
+
+    def publish(self, snapshot: dict[str, Any], points: dict[str, dict[str, Any]]) -> None:
+        if self.failing:
+            raise redis.ConnectionError("Redis is down")
+        self.published.append((snapshot, points))
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_publishes_at_most_once_a_second_from_batches_and_idle_polls() -> None:
+    clock, publisher = Clock(), FakePublisher()
+    stats = StreamStats(aggregator=_aggregator(), publisher=publisher, clock=clock)
+    for step in range(50):  # five seconds of 100 ms ticks
+        clock.now = START + step / 10
+        stats.on_batch(_task()) if step % 2 else stats.on_idle()
+    assert len(publisher.published) == 5
+    snapshot, points = publisher.published[-1]
+    assert snapshot["generated_at"] == pytest.approx(START + 4.0)
+    assert set(points) == {"*", *TEAMS}
+
+
+def test_redis_failures_are_logged_once_never_raised_and_publishing_resumes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, publisher = Clock(), FakePublisher()
+    stats = StreamStats(aggregator=_aggregator(), publisher=publisher, clock=clock)
+    publisher.failing = True
+    with caplog.at_level(logging.INFO, logger="recorder.stats"):
+        for step in range(20):
+            clock.now = START + step
+            stats.on_batch(_task())  # must not raise
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        publisher.failing = False
+        for step in range(20, 60):
+            clock.now = START + step
+            stats.on_idle()
+    assert publisher.published, "publishing resumed after Redis came back"
+    assert any("again" in r.getMessage() for r in caplog.records)
+    snapshot = publisher.published[-1][0]
+    assert snapshot["totals"]["scopes"]["*"]["overall"]["outcomes"]["SUCCEEDED"] == 20
