@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start what is not running and wait until it is ready")
     up.add_argument("components", nargs="*", help="only these (default: all)")
     sub.add_parser("down", help="stop everything that `up` started")
+    stop = sub.add_parser("stop", help="stop the named components")
+    stop.add_argument("components", nargs="+")
     restart = sub.add_parser("restart", help="stop and start the named components")
     restart.add_argument("components", nargs="+")
     sub.add_parser("status", help="each component, its PID, port and health")
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = stack.down()
             print("stopped." if stopped else "nothing was running.")
+        elif args.command == "stop":
+            stack.stop(args.components)
         elif args.command == "restart":
             stack.restart(args.components)
         elif args.command == "demo":

@@ -137,6 +137,10 @@ class Instance:
         result = run_ops(self.env, "up", *components)
         assert result.returncode == 0, result.stdout + result.stderr
 
+    def stop_components(self, components: list[str]) -> None:
+        result = run_ops(self.env, "stop", *components)
+        assert result.returncode == 0, result.stdout + result.stderr
+
     def restart(self, components: list[str]) -> None:
         result = run_ops(self.env, "restart", *components)
         assert result.returncode == 0, result.stdout + result.stderr

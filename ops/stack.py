@@ -88,13 +88,16 @@ class Stack:
             self.migrate()
         return started
 
-    def restart(self, names: list[str]) -> None:
-        """Stop the named components (in reverse start order), then start them again."""
-        selected = self._select(names)
-        for spec in reversed(selected):
+    def stop(self, names: list[str]) -> None:
+        """Stop the named components, in reverse start order."""
+        for spec in reversed(self._select(names)):
             pid = self.supervisor.stop(spec.name, spec.stop_signal, spec.stop_timeout)
             if pid is not None:
                 print(f"  {spec.name:<10} stopped (pid {pid})", flush=True)
+
+    def restart(self, names: list[str]) -> None:
+        """Stop the named components, then start them again."""
+        self.stop(names)
         self.up(names, migrate=False)
 
     def migrate(self) -> None:

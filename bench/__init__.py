@@ -1,0 +1,1 @@
+"""`make bench`: the platform's figures, each measured against a baseline in the same run."""

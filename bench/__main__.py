@@ -1,0 +1,242 @@
+"""`python -m bench [--quick]`: measure the platform, each figure against a baseline
+measured in the same run, print a table and write bench/results.json.
+
+The measurements run on an isolated platform instance (its own API, recorder, bridge
+and worker, with rate limits lifted) on the running stack's Kafka, Postgres and Redis;
+the main stack's own platform processes stay idle meanwhile. Benchmarks are not tests:
+nothing here fails on a slow figure; goals are reported as met or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import http_bench, pipeline, recorder_bench, waits
+from core.settings import ConfigError, Settings, load_settings
+from ops.instance import REPO, Instance
+
+RESULTS = REPO / "bench" / "results.json"
+
+
+def _ratio(ours: float, baseline: float) -> float:
+    return round(ours / baseline, 2) if baseline else 0.0
+
+
+def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "quick": quick,
+    }
+    instance = Instance(
+        settings,
+        "bench",
+        RATE_LIMIT="100000000",
+        RATE_BURST="100000000",
+        LOG_LEVEL="WARNING",
+        API_WORKERS=str(settings.api_workers),
+        API_THREADS=str(settings.api_threads),
+        WORKER_CONCURRENCY=str(settings.worker_concurrency),
+    )
+
+    def section(name: str, measure: Callable[[], Any]) -> None:
+        console.print(f"[bold]·[/bold] {name}…")
+        try:
+            results[name] = measure()
+        except Exception as exc:  # one failed section must not hide the others
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            console.print(f"  [red]failed:[/red] {exc}")
+            traceback.print_exc()
+
+    try:
+        instance.start(["api"])
+        assert instance.settings is not None
+        url, key = instance.api_url, instance.admin_key
+        section("bare_flask_submit", lambda: http_bench.bare_flask(instance.env))
+        section("single_submit", lambda: http_bench.single_submit(url, key))
+        section("batch_submit", lambda: http_bench.batch_submit(url, key))
+        # What the API accepted above is recorded and run before the next figures.
+        instance.up(["recorder", "bridge", "worker-1"])
+        section("drain_backlog", lambda: pipeline.drain(instance))
+        counts = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+        for count in counts:
+            section(f"end_to_end_{count}", _end_to_end(instance, count, settings))
+        baseline_count = 10_000
+        section(
+            "plain_celery",
+            lambda: pipeline.plain_celery(baseline_count, settings.worker_concurrency, settings),
+        )
+        section("high_wait", lambda: waits.high_wait(instance))
+        weights = {p.value: w for p, w in settings.priority_weights.items()}
+        section("shares", lambda: waits.shares(instance, weights))
+        section(
+            "postgres_baselines",
+            lambda: recorder_bench.postgres_baselines(settings.sync_database_url),
+        )
+        section("status_events", lambda: recorder_bench.events_per_second(instance))
+        section("simulator_lateness", _simulator_lateness)
+    finally:
+        instance.stop()
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return results
+
+
+def _end_to_end(instance: Instance, count: int, settings: Settings) -> Callable[[], Any]:
+    return lambda: pipeline.end_to_end(instance, count, settings)
+
+
+def _simulator_lateness() -> dict[str, Any]:
+    from simulator.bench import measure_lateness
+
+    return dict(measure_lateness(rate=2000, seconds=5))
+
+
+def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(figure, ours, baseline, ratio, goal) for the table."""
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def get(name: str, *path: str) -> Any:
+        value: Any = r.get(name, {})
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    e2e = get("end_to_end_10000", "tasks_per_s") or 0
+    plain = get("plain_celery", "tasks_per_s") or 0
+    rows.append(
+        (
+            "end-to-end no-op tasks/s (10k)",
+            f"{e2e:,.0f}",
+            f"{plain:,.0f} plain Celery",
+            f"{_ratio(e2e, plain)}x",
+            "≥ 1.0x",
+        )
+    )
+    single = get("single_submit", "requests_per_s") or 0
+    bare = get("bare_flask_submit", "requests_per_s") or 0
+    rows.append(
+        (
+            "single durable submit req/s",
+            f"{single:,.0f}",
+            f"{bare:,.0f} bare Flask",
+            f"{_ratio(single, bare)}x",
+            "≥ 0.8x",
+        )
+    )
+    batch = get("batch_submit", "tasks_per_s") or 0
+    rows.append(
+        (
+            "batch submit tasks/s",
+            f"{batch:,.0f}",
+            "goal 20,000",
+            f"{_ratio(batch, 20000)}x",
+            "≥ 20,000/s",
+        )
+    )
+    idle = get("high_wait", "idle_ms") or {}
+    flood = get("high_wait", "under_low_flood_ms") or {}
+    rows.append(
+        (
+            "high wait idle p50/p99 ms",
+            f"{idle.get('p50')}/{idle.get('p99')}",
+            "goal 5/25",
+            "",
+            "p50 ≤ 5, p99 ≤ 25",
+        )
+    )
+    rows.append(
+        (
+            "high wait under low flood p90 ms",
+            f"{flood.get('p90')}",
+            f"idle p90 {idle.get('p90')} + {get('high_wait', 'low_task_ms')} + 10",
+            "met" if get("high_wait", "met") else "not met",
+            "≤ idle p90 + low + 10",
+        )
+    )
+    share = get("shares", "share_pct") or {}
+    target = get("shares", "weights_pct") or {}
+    rows.append(
+        (
+            "shares under backlog h/m/l %",
+            "/".join(str(share.get(p)) for p in ("high", "medium", "low")),
+            "/".join(str(target.get(p)) for p in ("high", "medium", "low")) + " weights",
+            "met" if get("shares", "met") else "not met",
+            "±10 points, low > 0",
+        )
+    )
+    events = get("status_events", "events_per_s") or 0
+    pg = get("postgres_baselines", "single_insert_commit") or 0
+    pg_batch = get("postgres_baselines", "batched_executemany") or 0
+    rows.append(
+        (
+            "status events recorded/s",
+            f"{events:,.0f}",
+            f"{pg:,.0f} single / {pg_batch:,.0f} batched rows/s",
+            f"{_ratio(events, pg)}x single",
+            "≥ 10,000/s",
+        )
+    )
+    lateness = get("simulator_lateness", "lateness_ms") or {}
+    cpu = get("simulator_lateness", "cpu_seconds_per_second")
+    rows.append(
+        (
+            "simulator lateness p99 @2,000/s",
+            f"{lateness.get('p99')} ms, {cpu} core",
+            "goal 10 ms, 1 core",
+            "",
+            "p99 ≤ 10 ms, ≤ 1 core",
+        )
+    )
+    for count in (1_000, 10_000, 100_000):
+        figure = r.get(f"end_to_end_{count}")
+        if isinstance(figure, dict) and "tasks_per_s" in figure:
+            peak = figure.get("peak_rss_mib", {})
+            top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(peak.items()))
+            rows.append(
+                (
+                    f"growth: {count:,} tasks",
+                    f"{figure['tasks_per_s']:,.0f}/s",
+                    f"peak MiB: {top}",
+                    "",
+                    "flat",
+                )
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="skip the 100k-task run")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    console = Console()
+    results = run(settings, quick=args.quick, console=console)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = Table(title="make bench: each figure against its baseline, measured in this run")
+    for column in ("figure", "ours", "baseline", "ratio", "goal"):
+        table.add_column(column)
+    for row in summary_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"details: {Path(RESULTS).relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

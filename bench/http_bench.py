@@ -1,0 +1,106 @@
+"""HTTP submit throughput with wrk: single durable submits against a bare Flask endpoint
+served with the same gunicorn settings, and batch submits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from ops.instance import REPO, free_port
+
+DURATION = "5s"
+CONNECTIONS = 32
+
+
+def wrk(url: str, body: bytes, key: str | None, *, duration: str = DURATION) -> dict[str, Any]:
+    """POST `body` to `url` for `duration` over CONNECTIONS connections; parse wrk's output."""
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = [==[{body.decode()}]==]",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
+    if key:
+        lines.append(f'wrk.headers["Authorization"] = "Bearer {key}"')
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", duration, "--latency",
+             "-s", script.name, url],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    latency = {
+        q: _ms(m.group(1))
+        for q in ("50", "90", "99")
+        if (m := re.search(rf"\s{q}%\s+([\d.]+\w+)", out))
+    }
+    return {
+        "requests_per_s": rate,
+        "non_2xx": int(failed.group(1)) if failed else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+        "latency_ms": latency,
+    }
+
+
+def _ms(text: str) -> float:
+    number = float(re.match(r"[\d.]+", text).group(0))  # type: ignore[union-attr]
+    unit = text[len(re.match(r"[\d.]+", text).group(0)) :]  # type: ignore[union-attr]
+    return round(number * {"us": 0.001, "ms": 1.0, "s": 1000.0}.get(unit, 1.0), 3)
+
+
+def bare_flask(env: dict[str, str]) -> dict[str, Any]:
+    """The same gunicorn settings, serving bench.bare_app; measured like the API."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "--config", "python:app.gunicorn_conf",
+         "bench.bare_app:create_app()"],
+        cwd=REPO, env={**env, "API_PORT": str(port)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the bare Flask baseline did not start")
+            time.sleep(0.1)
+        return wrk(
+            f"http://127.0.0.1:{port}/api/v1/tasks",
+            orjson.dumps({"team": "alpha", "routine": "noop"}),
+            None,
+        )
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(30)
+
+
+def single_submit(api_url: str, key: str) -> dict[str, Any]:
+    return wrk(f"{api_url}/api/v1/tasks", orjson.dumps({"team": "alpha", "routine": "noop"}), key)
+
+
+def batch_submit(api_url: str, key: str, size: int = 1000) -> dict[str, Any]:
+    body = orjson.dumps(
+        {"tasks": [{"team": ("alpha", "bravo", "charlie")[i % 3], "routine": "noop"}
+                   for i in range(size)]}
+    )  # fmt: skip
+    result = wrk(f"{api_url}/api/v1/tasks/batch", body, key)
+    result["tasks_per_s"] = round(result["requests_per_s"] * size, 1)
+    return result

@@ -1,0 +1,70 @@
+"""Small measuring helpers: percentiles, peak memory of the stack's processes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ops.supervisor import Supervisor
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/max of `values` (nearest rank), rounded; empty gives zeros."""
+    if not values:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+    return {
+        "p50": round(rank(0.50), 2),
+        "p90": round(rank(0.90), 2),
+        "p99": round(rank(0.99), 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class PeakMemory:
+    """Samples the resident memory of each component (its whole process group) while
+    running, and keeps the peak per component in MiB."""
+
+    def __init__(self, run_dirs: Iterable[Path], interval: float = 0.5) -> None:
+        self.supervisors = [Supervisor(d) for d in run_dirs]
+        self.interval = interval
+        self.peak_mib: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            for supervisor in self.supervisors:
+                for pid_file in supervisor.pid_dir.glob("*.pid"):
+                    tracked = supervisor.tracked(pid_file.stem)
+                    if tracked is None:
+                        continue
+                    total = sum(_rss_kib(p) for p in supervisor.group_members(tracked.pid))
+                    mib = round(total / 1024, 1)
+                    name = pid_file.stem
+                    self.peak_mib[name] = max(self.peak_mib.get(name, 0.0), mib)
+            if self._stop.wait(self.interval):
+                return

@@ -1,0 +1,144 @@
+"""End-to-end throughput (HTTP batch submit → SUCCEEDED in Postgres) against plain
+Celery draining the same number of no-op tasks, and how it grows with the task count."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import redis
+from sqlalchemy import text
+
+from bench.measure import PeakMemory
+from core.settings import Settings
+from ops.instance import REPO, Instance
+
+BATCH = 1000
+TEAMS = ("alpha", "bravo", "charlie")
+PRIORITIES = ("high", "medium", "low")
+
+
+def _submit(instance: Instance, count: int, clients: int = 4) -> list[str]:
+    items = [
+        {"team": TEAMS[i % 3], "routine": "noop", "priority": PRIORITIES[(i // 3) % 3]}
+        for i in range(BATCH)
+    ]
+
+    def send(size: int) -> list[str]:
+        with instance.client() as client:
+            response = client.post("/api/v1/tasks/batch", json={"tasks": items[:size]}, timeout=120)
+            response.raise_for_status()
+            return [r["task"]["task_id"] for r in response.json()["results"] if "task" in r]
+
+    sizes = [BATCH] * (count // BATCH) + ([count % BATCH] if count % BATCH else [])
+    with ThreadPoolExecutor(clients) as pool:
+        return [task_id for batch in pool.map(send, sizes) for task_id in batch]
+
+
+def _succeeded_since(instance: Instance, since: float) -> int:
+    with instance.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM tasks WHERE status = 'SUCCEEDED' "
+                    "AND created_at >= to_timestamp(:since)"
+                ),
+                {"since": since},
+            ).scalar_one()
+        )
+
+
+def end_to_end(instance: Instance, count: int, main: Settings) -> dict[str, Any]:
+    """Submit `count` no-op tasks over HTTP and wait until all are SUCCEEDED in Postgres."""
+    since = time.time() - 1
+    with PeakMemory([instance.run_dir, main.run_dir]) as memory:
+        started = time.perf_counter()
+        ids = _submit(instance, count)
+        submitted = time.perf_counter() - started
+        deadline = time.monotonic() + max(120, count / 50)
+        while _succeeded_since(instance, since) < len(ids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} tasks did not all succeed in time")
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+    return {
+        "tasks": len(ids),
+        "seconds": round(elapsed, 2),
+        "tasks_per_s": round(len(ids) / elapsed, 1),
+        "submit_per_s": round(len(ids) / submitted, 1),
+        "peak_rss_mib": memory.peak_mib,
+    }
+
+
+def drain(instance: Instance) -> dict[str, Any]:
+    """Start nothing new; wait until every task the API accepted so far has ended, and
+    report how fast the pipeline worked through that backlog."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + 900
+    stable, last = 0, -1
+    while stable < 3:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the backlog did not drain in time")
+        time.sleep(0.5)
+        with instance.engine.connect() as conn:
+            total, unfinished = conn.execute(
+                text(
+                    "SELECT count(*), count(*) FILTER (WHERE status NOT IN "
+                    "('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')) FROM tasks"
+                )
+            ).one()
+        stable = stable + 1 if (unfinished == 0 and total == last) else 0
+        last = total
+    elapsed = time.perf_counter() - started - 1.5
+    return {"tasks": total, "seconds": round(elapsed, 2), "tasks_per_s": round(total / elapsed, 1)}
+
+
+def plain_celery(count: int, concurrency: int, main: Settings) -> dict[str, Any]:
+    """Plain Celery draining `count` queued no-op tasks with the same concurrency."""
+    url = f"redis://127.0.0.1:{main.redis_port}/14"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    env = {**os.environ, "PLAIN_BROKER_URL": url}
+    publish = (
+        "from bench.plain_celery import app, noop\n"
+        "with app.producer_or_acquire() as p, p.batch(max_size=500):\n"
+        f"    [noop.apply_async(producer=p) for _ in range({count})]\n"
+    )
+    subprocess.run([sys.executable, "-c", publish], cwd=REPO, env=env, check=True)
+    ready = REPO / ".run" / "bench-plain-ready"
+    ready.unlink(missing_ok=True)
+    worker = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "bench.plain_celery", "worker",
+            "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", "plain",
+        ],
+        cwd=REPO,
+        env={**env, "READY_FILE": str(ready)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        while not ready.exists():
+            if worker.poll() is not None:
+                raise RuntimeError("the plain Celery worker exited")
+            time.sleep(0.05)
+        started = time.perf_counter()
+        deadline = time.monotonic() + max(120, count / 20)
+        while int(client.get("plainbench:done") or 0) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("plain Celery did not drain in time")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(30)
+        client.flushdb()
+        client.close()
+        ready.unlink(missing_ok=True)
+    return {"tasks": count, "seconds": round(elapsed, 2), "tasks_per_s": round(count / elapsed, 1)}

@@ -1,0 +1,43 @@
+"""The baseline for the end-to-end benchmark: plain Celery, one no-op task, on the same
+Redis (its own database), with the same worker concurrency and prefork pool.
+
+The task counts itself in Redis (one INCR) so the benchmark knows when all ran; nothing
+else: no status tracking, no Kafka, no Postgres.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery, signals
+
+BROKER = os.environ.get("PLAIN_BROKER_URL", "redis://127.0.0.1:6379/14")
+COUNTER = "plainbench:done"
+
+app = Celery("plainbench", broker=BROKER)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    task_default_queue="plain",
+)
+_client: list[redis.Redis] = []
+
+
+@app.task(name="plain.noop")
+def noop() -> None:
+    if not _client:
+        _client.append(redis.Redis.from_url(BROKER))
+    _client[0].incr(COUNTER)
+
+
+@signals.worker_ready.connect
+def _ready(**_: Any) -> None:
+    ready = os.environ.get("READY_FILE")
+    if ready:
+        Path(ready).touch()
