@@ -1,5 +1,5 @@
 """Tasks accepted in the last few minutes, in Redis, so a GET right after the 202 finds
-the task before the recorder has written it to Postgres.
+the task before the recorder has written it to Postgres (normally within a second).
 
 The API writes nothing to Postgres on the way in: the request itself (the bytes it put
 on Kafka) is kept here for a short while, with one pipelined round trip per request or
@@ -11,6 +11,8 @@ durable in Kafka) and a GET may miss it until the recorder has written it.
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -20,25 +22,42 @@ from core.messages import MalformedMessage, TaskRequest, decode_request
 
 log = logging.getLogger(__name__)
 
-TTL_SECONDS = 300
+BUCKET_SECONDS = 10
+TTL_SECONDS = 60  # longer than the recorder normally needs to catch up
 
 
-def _key(task_id: str) -> str:
-    return f"{redis_keys.PREFIX}accepted:{task_id}"
+def _bucket_key(bucket: int) -> str:
+    return f"{redis_keys.PREFIX}accepted:{bucket}"
+
+
+def _bucket(moment: datetime) -> int:
+    return int(moment.timestamp()) // BUCKET_SECONDS
+
+
+def _accepted_bucket(task_id: str) -> int | None:
+    """The bucket of a time-ordered (UUIDv7) task id, read from the id itself."""
+    value = uuid.UUID(task_id)
+    if value.version != 7:
+        return None
+    return (value.int >> 80) // 1000 // BUCKET_SECONDS
 
 
 class AcceptedCache:
+    """One Redis hash per ten seconds of acceptances (task id -> encoded request): a
+    whole request's tasks are written with one HSET, and each hash expires on its own."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def record(self, accepted: list[tuple[str, bytes]]) -> None:
-        """Keep (task id, encoded request) pairs for TTL_SECONDS; never raises."""
+    def record(self, accepted_at: datetime, accepted: list[tuple[str, bytes]]) -> None:
+        """Keep (task id, encoded request) pairs for about TTL_SECONDS; never raises."""
         if not accepted:
             return
+        key = _bucket_key(_bucket(accepted_at))
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for task_id, encoded in accepted:
-                pipe.set(_key(task_id), encoded, ex=TTL_SECONDS)
+            pipe.hset(key, mapping=dict(accepted))
+            pipe.expire(key, TTL_SECONDS + BUCKET_SECONDS)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("could not cache %d accepted tasks: %s", len(accepted), exc)
@@ -47,14 +66,25 @@ class AcceptedCache:
         """The cached requests among `task_ids`."""
         if not task_ids:
             return {}
+        now = _bucket(datetime.now(UTC))
+        recent = [now - back for back in range(TTL_SECONDS // BUCKET_SECONDS + 2)]
+        lookups: list[tuple[str, int]] = []
+        for task_id in task_ids:
+            bucket = _accepted_bucket(task_id)
+            # An idempotent (name-based) id carries no time: look in every recent bucket.
+            for candidate in [bucket] if bucket is not None else recent:
+                lookups.append((task_id, candidate))
         try:
-            values = self.redis.mget([_key(t) for t in task_ids])
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id, bucket in lookups:
+                pipe.hget(_bucket_key(bucket), task_id)
+            values = pipe.execute()
         except redis.RedisError as exc:
             log.warning("accepted-task cache unavailable: %s", exc)
             return {}
-        found = {}
-        for task_id, value in zip(task_ids, values, strict=True):
-            if value is None:
+        found: dict[str, TaskRequest] = {}
+        for (task_id, _), value in zip(lookups, values, strict=True):
+            if value is None or task_id in found:
                 continue
             try:
                 found[task_id] = decode_request(

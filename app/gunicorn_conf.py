@@ -36,7 +36,9 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     # Connect to Kafka and Postgres now, not on the first request.
-    services = worker.wsgi.extensions["taskplatform"]
+    services = getattr(worker.wsgi, "extensions", {}).get("taskplatform")
+    if services is None:
+        return  # not the platform's app (the benchmark's bare baseline)
     try:
         services.submission.submitter.producer.list_topics(timeout=5)
         with services.engine.connect():

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.accepted_cache import AcceptedCache
 from app.auth import Principal
-from app.errors import ApiError, Forbidden, TooManyRequests, Unavailable, ValidationFailed
+from app.errors import ApiError, Forbidden, TooManyRequests, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
 from app.rate_limit import RateLimiter
 from core.messages import TaskRequest, idempotent_task_id, utcnow, uuid7
@@ -31,8 +31,6 @@ from core.settings import Settings
 from core.status import Status
 
 log = logging.getLogger(__name__)
-
-RECORD_WAIT_SECONDS = 2.0
 
 
 class SubmitRequest(BaseModel):
@@ -141,13 +139,17 @@ class Submission:
         refused = self._over_limit(to_send)
         for task_id in refused:
             del to_send[task_id]
-        delivered: dict[str, Outcome] = {**refused, **self._produce(list(to_send.values()))}
+        encoded = {task_id: request.encode() for task_id, request in to_send.items()}
+        delivered: dict[str, Outcome] = {
+            **refused,
+            **self._produce(list(to_send.values()), encoded),
+        }
         for index, request in requests.items():
             if outcomes[index] is None:
                 outcomes[index] = delivered[request.task_id]
         # Before the 202: a GET right after it must find the task.
         self.cache.record(
-            [(t, to_send[t].encode()) for t, o in delivered.items() if isinstance(o, Accepted)]
+            now, [(t, encoded[t]) for t, o in delivered.items() if isinstance(o, Accepted)]
         )
         return [o for o in outcomes if o is not None]
 
@@ -239,28 +241,24 @@ class Submission:
                 refused.update({task_id: exc for task_id in task_ids})
         return refused
 
-    def _produce(self, requests: list[TaskRequest]) -> dict[str, Outcome]:
+    def _produce(
+        self, requests: list[TaskRequest], encoded: dict[str, bytes]
+    ) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         if not requests:
             return outcomes
-        deadline = self.submitter.deadline()
-        futures = self.submitter.send_many(
+        answers = self.submitter.send(
             [
-                (self.settings.request_topic(r.team), r.task_id.encode(), r.encode())
+                (self.settings.request_topic(r.team), r.task_id.encode(), encoded[r.task_id])
                 for r in requests
             ]
         )
-        for request, future in zip(requests, futures, strict=True):
-            try:
-                self.submitter.wait(future, deadline)
-            except Unavailable as exc:
-                outcomes[request.task_id] = exc
-            else:
-                outcomes[request.task_id] = Accepted(
-                    task_id=request.task_id,
-                    team=request.team,
-                    routine=request.routine,
-                    priority=request.priority,
-                    accepted_at=request.accepted_at,
-                )
+        for request, error in zip(requests, answers, strict=True):
+            outcomes[request.task_id] = error or Accepted(
+                task_id=request.task_id,
+                team=request.team,
+                routine=request.routine,
+                priority=request.priority,
+                accepted_at=request.accepted_at,
+            )
         return outcomes

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -28,6 +28,14 @@ def errors_are_json(ctx: Any, response: Any, case: Any) -> bool:
     return True
 
 
+def _streams(operation: Any) -> bool:
+    """Operations that may answer with a Server-Sent Events stream."""
+    responses = operation.definition.raw.get("responses", {})
+    return any(
+        "text/event-stream" in (response.get("content") or {}) for response in responses.values()
+    )
+
+
 def _operations(api_url: str) -> list[Any]:
     schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
     return [result.ok() for result in schema.get_all_operations()]
@@ -36,8 +44,15 @@ def _operations(api_url: str) -> list[Any]:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_no_input_makes_the_api_fail(api_url: str, admin_key: str, mode: GenerationMode) -> None:
     headers = {"Authorization": f"Bearer {admin_key}"}
+    # In negative mode, only what the issue asks: no 5xx, and every error a JSON 4xx. Whether
+    # each mutated request "should" be refused is not checked: some mutations do not survive
+    # serialisation (an unnamed query parameter), and the key we add undoes a removed
+    # Authorization header, so schemathesis would flag valid requests answered 200.
+    excluded = [negative_data_rejection] if mode is GenerationMode.NEGATIVE else []
     failures: dict[str, str] = {}
     for operation in _operations(api_url):
+        if _streams(operation):
+            continue  # a live stream runs for minutes by design; tests/app covers them
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
@@ -53,7 +68,7 @@ def test_no_input_makes_the_api_fail(api_url: str, admin_key: str, mode: Generat
                 base_url=api_url,
                 headers=sent,
                 additional_checks=[errors_are_json],
-                excluded_checks=[positive_data_acceptance] if made_up_cursor else [],
+                excluded_checks=excluded + ([positive_data_acceptance] if made_up_cursor else []),
             )
             if made_up_cursor and response.status_code == 400:
                 assert "cursor" in response.json()["error"]["message"]
