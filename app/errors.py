@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,13 @@ def register_error_handlers(app: Flask) -> None:
             if allowed:
                 response.headers["Allow"] = ", ".join(allowed)
         return response
+
+    @app.errorhandler(OperationalError)
+    def _database_away(error: OperationalError) -> Response:
+        log.warning("database unavailable: %s", error.orig)
+        return error_response(
+            Unavailable("the database is unavailable; retry shortly", headers={"Retry-After": "1"})
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -75,3 +76,28 @@ def test_with_kafka_away_the_api_answers_503_promptly_and_creates_nothing(
         assert ready.json()["checks"]["postgres"] == "ok"
         assert ready.json()["checks"]["kafka"] != "ok"
     assert count_tasks(kafka_away.engine) == before
+
+
+@pytest.fixture(scope="module")
+def database_away(stack: Settings) -> Iterator[Instance]:
+    instance = Instance(stack, "nodb")
+    try:
+        instance.start(["api"])
+        # Now point the API at a Postgres that is not there.
+        instance.env["DATABASE_URL"] = "postgresql+psycopg://taskplatform@127.0.0.1:1/taskplatform"
+        instance.restart(["api"])
+        yield instance
+    finally:
+        instance.stop()
+
+
+def test_with_postgres_away_reads_answer_503_not_500(database_away: Instance) -> None:
+    with database_away.client() as client:
+        for path in ("/api/v1/tasks", f"/api/v1/tasks/{uuid.uuid4()}"):
+            response = client.get(path)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "unavailable"
+            assert "database" in response.json()["error"]["message"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["postgres"] != "ok"
