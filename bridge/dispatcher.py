@@ -89,28 +89,17 @@ class CeleryDispatcher:
                 continue
         return slots
 
-    def claim(self, batch: list[Dispatch]) -> list[str | None]:
-        """Mark each delivery as dispatched. For each: None when it is new and must be
-        published; FINISHED when the task already ended; otherwise the queue an earlier
-        run of the bridge sent it to (a redelivered Kafka message, not to run again)."""
+    def seen(self, batch: list[Dispatch]) -> list[str | None]:
+        """What is known of each delivery: None when it is new and must be published;
+        FINISHED when the task already ended; otherwise the queue an earlier run of the
+        bridge sent it to (a redelivered Kafka message, not to be sent again)."""
         if not batch:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for item in batch:
             pipe.exists(redis_keys.outcome(item.task_id))
-            pipe.set(
-                redis_keys.dispatched(item.task_id, item.dispatch, item.retries),
-                item.queue.value,
-                nx=True,
-                get=True,
-                ex=redis_keys.KEY_TTL,
-            )
-        for item in batch:
-            # A queued lease, unless a worker already runs the task (a redelivery).
-            self.leases.acquire_in(
-                pipe, item.task_id, queued_holder(item.dispatch, item.retries), QUEUED_SECONDS
-            )
-        replies = pipe.execute()[: 2 * len(batch)]
+            pipe.get(redis_keys.dispatched(item.task_id, item.dispatch, item.retries))
+        replies = pipe.execute()
         result: list[str | None] = []
         for finished, previous in zip(replies[0::2], replies[1::2], strict=True):
             if finished:
@@ -119,11 +108,23 @@ class CeleryDispatcher:
                 result.append(previous.decode() if previous is not None else None)
         return result
 
-    def unclaim(self, batch: list[Dispatch]) -> None:
-        """Undo `claim` for deliveries that could not be published."""
+    def mark(self, batch: list[Dispatch]) -> None:
+        """Record deliveries as published, with a queued lease each (unless a worker
+        already runs the task). Done after publishing: a bridge that dies in between
+        leaves a delivery to be published again (the workers run it once), never one
+        marked as sent that was not."""
+        if not batch:
+            return
         pipe = self.redis.pipeline(transaction=False)
         for item in batch:
-            pipe.delete(redis_keys.dispatched(item.task_id, item.dispatch, item.retries))
+            pipe.set(
+                redis_keys.dispatched(item.task_id, item.dispatch, item.retries),
+                item.queue.value,
+                ex=redis_keys.KEY_TTL,
+            )
+            self.leases.acquire_in(
+                pipe, item.task_id, queued_holder(item.dispatch, item.retries), QUEUED_SECONDS
+            )
         pipe.execute()
 
     def publish(self, messages: list[list[Dispatch]]) -> None:

@@ -3,14 +3,13 @@
 Each request is checked and routed (core.routing), waits in the priority scheduler
 until the workers have room, and is then published to its Celery queue. Offsets are
 stored only once a message is dispatched, dead-lettered or found to be a duplicate,
-so a crash re-reads what was not finished (at-least-once); a per-delivery claim in
-Redis makes the re-read harmless. A message that cannot become a task goes to the
+so a crash re-reads what was not finished (at-least-once); a per-delivery mark in
+Redis, set once a task is published, makes the re-read harmless. A message that cannot become a task goes to the
 dead-letter topic with its reason and original bytes, and the loop goes on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -294,7 +293,7 @@ class Bridge:
         # its QUEUED event, and the timeline must still read QUEUED before STARTED.
         queued_at = utcnow()
         try:
-            previous = self.dispatcher.claim(batch)
+            previous = self.dispatcher.seen(batch)
             claimed = iter(zip(batch, previous, strict=True))
             outgoing = []
             for message in messages:
@@ -305,13 +304,16 @@ class Bridge:
             self.dispatcher.publish(outgoing)
         except (redis.RedisError, KombuError, CeleryError, OSError) as exc:
             self._warn(f"cannot publish to the Celery broker, will retry: {exc}")
-            # If even this fails the claims expire; a re-run is refused by the outcome check.
-            with contextlib.suppress(redis.RedisError):
-                self.dispatcher.unclaim(batch)
             for waiting in picked:
                 self.scheduler.add(waiting, now)
             self.capacity = None
             return
+        try:
+            self.dispatcher.mark([item for message in outgoing for item in message])
+        except redis.RedisError as exc:
+            # Published but not marked: a redelivery would publish again, which the
+            # workers' outcome and lease checks make harmless.
+            self._warn(f"could not mark dispatched tasks: {exc}")
         self._pushed_since_read += len(outgoing)
         for waiting, item, old in zip(picked, batch, previous, strict=True):
             pending = waiting.item

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,19 @@ class MalformedMessage(ValueError):
         self.reason = reason
         self.task_id = task_id
         self.team = team
+
+
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def canonical_uuid(value: object) -> str:
+    """`value` as a canonical lowercase UUID string; ValueError if it is not a UUID.
+    Status events arrive by the thousand: the common (canonical) case skips uuid.UUID."""
+    if isinstance(value, str) and _UUID_TEXT.fullmatch(value):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a UUID")
+    return str(uuid.UUID(value))
 
 
 def utcnow() -> datetime:
@@ -243,7 +257,7 @@ def decode_event(raw: bytes | None) -> StatusEvent:
     if not isinstance(body, dict):
         raise MalformedMessage("not a JSON object")
     try:
-        task_id = str(uuid.UUID(body["task_id"]))
+        task_id = canonical_uuid(body["task_id"])
         accepted = body.get("accepted_at")
         return StatusEvent(
             task_id=task_id,
@@ -260,7 +274,7 @@ def decode_event(raw: bytes | None) -> StatusEvent:
             accepted_at=_parse_time(accepted, "accepted_at", task_id) if accepted else None,
             payload=body.get("payload"),
             idempotency_key=body.get("idempotency_key"),
-            event_id=str(uuid.UUID(body["event_id"])),
+            event_id=canonical_uuid(body["event_id"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"bad status event: {exc!r}") from None

@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -30,6 +32,15 @@ POLL_SECONDS = 0.05
 MAX_BACKOFF = 5.0
 
 
+@dataclass
+class _Batch:
+    """A batch handed to the writer thread, with what to do once it is written."""
+
+    future: Future[BatchResult]
+    events: list[StatusEvent]
+    last: dict[tuple[str, int], int]
+
+
 class Recorder:
     def __init__(
         self,
@@ -43,6 +54,9 @@ class Recorder:
         self.consumer = consumer
         self.engine = engine
         self.observers = observers or []
+        # One writer thread: Postgres works on a batch while the next one is decoded.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._inflight: _Batch | None = None
         self.recorded = 0
         self.malformed = 0
 
@@ -54,16 +68,17 @@ class Recorder:
         try:
             while not stop.is_set():
                 self.step(stop)
+            self._finish(stop)
         finally:
+            self._writer.shutdown(wait=True)
             for observer in self.observers:
                 observer.close()
             self.consumer.close()
 
     def step(self, stop: threading.Event) -> BatchResult | None:
+        """Read and decode the next batch while the previous one is being written (the
+        writes stay in order: one at a time); returns the previous batch's result."""
         messages = self.consumer.consume(BATCH, POLL_SECONDS)
-        if not messages:
-            self._notify(lambda observer: observer.on_idle())
-            return None
         events: list[StatusEvent] = []
         last: dict[tuple[str, int], int] = {}
         for message in messages:
@@ -76,18 +91,35 @@ class Recorder:
             event = self._decode(message)
             if event is not None:
                 events.append(event)
-        result = self._write(events, stop)
+        result = self._finish(stop)
+        if last:
+            future = self._writer.submit(self._write_isolating_poison, events)
+            self._inflight = _Batch(future, events, last)
+        elif result is None:
+            self._notify(lambda observer: observer.on_idle())
+        return result
+
+    def _finish(self, stop: threading.Event) -> BatchResult | None:
+        """Wait for the batch being written; if Postgres was away, write it here with
+        retries (pausing the consumer). Then store its offsets and tell the observers."""
+        batch, self._inflight = self._inflight, None
+        if batch is None:
+            return None
+        try:
+            result: BatchResult | None = batch.future.result()
+        except OperationalError:
+            result = self._write(batch.events, stop)
         if result is None:
             return None  # stopping with the batch unwritten: it is read again on restart
-        if last:
-            self.consumer.store_offsets(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-            )
+        self.consumer.store_offsets(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.last.items()]
+        )
         self.recorded += result.events_written
         metrics.EVENTS_RECORDED.inc(result.events_written)
-        if events:
-            newest = max(event.at for event in events)
+        if batch.events:
+            newest = max(event.at for event in batch.events)
             metrics.RECORDER_LAG.set(max(0.0, (utcnow() - newest).total_seconds()))
+        events = batch.events
         self._notify(lambda observer: observer.on_batch(events))
         return result
 
