@@ -7,7 +7,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -52,14 +51,9 @@ tasks = Table(
 task_events = Table(
     "task_events",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
-    Column(
-        "task_id",
-        UUID(as_uuid=True),
-        ForeignKey("tasks.task_id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    # No foreign key: the recorder writes a task's row in the same transaction as its events.
+    Column("task_id", UUID(as_uuid=True), nullable=False),
     Column("status", Text, nullable=False),
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("at", DateTime(timezone=True), nullable=False),

@@ -141,19 +141,32 @@ SELECT task_id::text, progress, finished_at, status FROM tasks
  WHERE task_id = ANY(%(ids)s::uuid[]) ORDER BY task_id FOR UPDATE
 """
 
-# One statement for the whole batch: the rows travel as arrays and are unnested on the
-# server (one round trip, no per-row statement). A task only moves forward, and a
-# terminal task is not touched.
-_UPSERT = """
-INSERT INTO tasks AS t (task_id, team, routine, priority, queue, status, progress, attempts,
-                        payload, result, error, idempotency_key, created_at, updated_at,
-                        started_at, finished_at)
-SELECT * FROM unnest(%(task_id)s::uuid[], %(team)s::text[], %(routine)s::text[],
-                     %(priority)s::text[], %(queue)s::text[], %(status)s::text[],
-                     %(progress)s::bigint[], %(attempts)s::int[], %(payload)s::json[],
-                     %(result)s::json[], %(error)s::text[], %(idempotency_key)s::text[],
-                     %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[],
-                     %(started_at)s::timestamptz[], %(finished_at)s::timestamptz[])
+# The batch is copied (COPY, the fastest way in) into session-local staging tables, then
+# merged with one statement each. A task only moves forward, and a terminal task is not
+# touched; an event id already recorded is skipped.
+_TASK_COLUMNS = (
+    "task_id", "team", "routine", "priority", "queue", "status", "progress", "attempts",
+    "payload", "result", "error", "idempotency_key", "created_at", "updated_at",
+    "started_at", "finished_at",
+)  # fmt: skip
+_EVENT_COLUMNS = ("event_id", "task_id", "status", "attempt", "at", "queue", "detail")
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS tasks_in (
+  task_id uuid, team text, routine text, priority text, queue text, status text,
+  progress bigint, attempts int, payload json, result json, error text,
+  idempotency_key text, created_at timestamptz, updated_at timestamptz,
+  started_at timestamptz, finished_at timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS events_in (
+  event_id uuid, task_id uuid, status text, attempt int, at timestamptz, queue text,
+  detail jsonb
+) ON COMMIT DELETE ROWS
+"""
+
+_UPSERT = f"""
+INSERT INTO tasks AS t ({", ".join(_TASK_COLUMNS)})
+SELECT {", ".join(_TASK_COLUMNS)} FROM tasks_in
 ON CONFLICT (task_id) DO UPDATE SET
   status = CASE WHEN EXCLUDED.progress > t.progress THEN EXCLUDED.status ELSE t.status END,
   queue = CASE WHEN EXCLUDED.progress > t.progress THEN coalesce(EXCLUDED.queue, t.queue)
@@ -171,26 +184,27 @@ ON CONFLICT (task_id) DO UPDATE SET
 WHERE t.status NOT IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')
 """
 
-_INSERT_EVENTS = """
-INSERT INTO task_events (event_id, task_id, status, attempt, at, queue, detail)
-SELECT * FROM unnest(%(event_id)s::uuid[], %(task_id)s::uuid[], %(status)s::text[],
-                     %(attempt)s::int[], %(at)s::timestamptz[], %(queue)s::text[],
-                     %(detail)s::jsonb[])
+_INSERT_EVENTS = f"""
+INSERT INTO task_events ({", ".join(_EVENT_COLUMNS)})
+SELECT {", ".join(_EVENT_COLUMNS)} FROM events_in
 ON CONFLICT DO NOTHING
 """
 
-_JSON_COLUMNS = ("payload", "result", "detail")
+_JSON_COLUMNS = frozenset(("payload", "result", "detail"))
 
 
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows as one array per column; JSON values as JSON text (NULL stays NULL)."""
-    columns: dict[str, list[Any]] = {name: [] for name in rows[0]}
-    for row in rows:
-        for name, value in row.items():
-            if name in _JSON_COLUMNS and value is not None:
-                value = orjson.dumps(value).decode()
-            columns[name].append(value)
-    return columns
+def _copy(cursor: Any, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """COPY rows (dicts) into a staging table; JSON values as JSON text, NULL stays NULL."""
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    orjson.dumps(row[name]).decode()
+                    if name in _JSON_COLUMNS and row[name] is not None
+                    else row[name]
+                    for name in columns
+                ]
+            )
 
 
 def write_batch(engine: Engine, events: list[StatusEvent]) -> BatchResult:
@@ -206,8 +220,15 @@ def write_batch(engine: Engine, events: list[StatusEvent]) -> BatchResult:
             for task_id, prog, finished, status in found
         }
         event_rows, rows, dropped = plan(events, known)
-        if rows:
-            conn.exec_driver_sql(_UPSERT, _columns([rows[key] for key in sorted(rows)]))
-        if event_rows:
-            conn.exec_driver_sql(_INSERT_EVENTS, _columns(event_rows))
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_STAGING)
+            if rows:
+                _copy(cursor, "tasks_in", _TASK_COLUMNS, [rows[key] for key in sorted(rows)])
+                cursor.execute(_UPSERT)
+            if event_rows:
+                _copy(cursor, "events_in", _EVENT_COLUMNS, event_rows)
+                cursor.execute(_INSERT_EVENTS)
+        finally:
+            cursor.close()
     return BatchResult(len(event_rows), dropped, len(rows))
