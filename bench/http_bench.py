@@ -35,7 +35,7 @@ def wrk(url: str, body: bytes, key: str | None, *, duration: str = DURATION) -> 
     try:
         out = subprocess.run(
             ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", duration, "--latency",
-             "-s", script.name, url],
+             "--timeout", "20s", "-s", script.name, url],
             capture_output=True, text=True, check=True, timeout=120,
         ).stdout  # fmt: skip
     finally:
