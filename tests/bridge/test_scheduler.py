@@ -73,3 +73,19 @@ def test_drop_forgets_a_revoked_partition() -> None:
     dropped = scheduler.drop([("x", 0)])
     assert sorted(w.item for w in dropped) == ["a", "c"]
     assert [w.item for w in scheduler.take(5)] == ["b"]
+
+
+def test_batches_of_one_routine_keep_the_shares_between_priorities() -> None:
+    scheduler: PriorityScheduler[str] = PriorityScheduler(WEIGHTS)
+    for queue in (H, M, L):
+        _fill(scheduler, queue, 600)
+    taken: list[Priority] = []
+    while len(taken) < 600:
+        first = scheduler.peek()
+        assert first is not None
+        batch = scheduler.take_like(first, 8, lambda a, b: True)
+        assert len({w.queue for w in batch}) == 1  # one priority per message
+        taken.extend(w.queue for w in batch)
+    counts = Counter(taken[:600])
+    # Eight at a time, the long-run shares still follow 6:3:1 (within one batch each).
+    assert abs(counts[H] - 360) <= 8 and abs(counts[M] - 180) <= 8 and abs(counts[L] - 60) <= 8
