@@ -37,13 +37,12 @@ def _task_body(row: Any) -> dict[str, Any]:
     }
 
 
-def get_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
+def load_events(engine: Engine, task_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The task's recorded events in the order they happened (by time, then progress)."""
     with engine.connect() as conn:
-        row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).first()
-        if row is None:
-            return None
-        events = conn.execute(
+        found = conn.execute(
             select(
+                task_events.c.event_id,
                 task_events.c.status,
                 task_events.c.at,
                 task_events.c.attempt,
@@ -51,19 +50,29 @@ def get_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
                 task_events.c.detail,
             ).where(task_events.c.task_id == task_id)
         ).all()
-    timeline = sorted(events, key=lambda e: (e.at, progress(Status(e.status), e.attempt)))
+    rows = sorted(found, key=lambda r: (r.at, progress(Status(r.status), r.attempt)))
+    return [
+        {
+            "event_id": str(r.event_id),
+            "status": r.status,
+            "at": r.at.isoformat(),
+            "attempt": r.attempt,
+            "queue": r.queue,
+            "detail": r.detail,
+        }
+        for r in rows
+    ]
+
+
+def get_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
+    """The task with its full timeline, or None if Postgres does not have it (yet)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).first()
+    if row is None:
+        return None
     body = _task_body(row)
     body["payload"] = row.payload
-    body["timeline"] = [
-        {
-            "status": e.status,
-            "at": _iso(e.at),
-            "attempt": e.attempt,
-            "queue": e.queue,
-            "detail": e.detail,
-        }
-        for e in timeline
-    ]
+    body["timeline"] = load_events(engine, task_id)
     return body
 
 

@@ -18,11 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.auth import Principal, authenticate
 from app.errors import BadRequest, NotFound, Unavailable
 from app.http import json_response, query_args
+from app.queries import load_events
 from app.services import services
 from app.sse import sse_comment, sse_event, sse_response, sse_retry, stream_slots
 from core.messages import TaskRequest, event_id
-from core.schema import task_events, tasks
-from core.status import Status, progress
+from core.schema import tasks
+from core.status import Status
 
 blueprint = Blueprint("task_events", __name__, url_prefix="/api/v1/tasks")
 
@@ -58,33 +59,6 @@ def accepted_event(request: TaskRequest) -> dict[str, Any]:
         "queue": None,
         "detail": None,
     }
-
-
-def load_events(engine: Engine, task_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The task's recorded events in the order they happened (by time, then progress)."""
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(
-                task_events.c.event_id,
-                task_events.c.status,
-                task_events.c.at,
-                task_events.c.attempt,
-                task_events.c.queue,
-                task_events.c.detail,
-            ).where(task_events.c.task_id == task_id)
-        ).all()
-    rows = sorted(found, key=lambda r: (r.at, progress(Status(r.status), r.attempt)))
-    return [
-        {
-            "event_id": str(r.event_id),
-            "status": r.status,
-            "at": r.at.isoformat(),
-            "attempt": r.attempt,
-            "queue": r.queue,
-            "detail": r.detail,
-        }
-        for r in rows
-    ]
 
 
 @blueprint.get("/<task_id>/events")

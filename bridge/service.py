@@ -4,8 +4,9 @@ Each request is checked and routed (core.routing), waits in the priority schedul
 until the workers have room, and is then published to its Celery queue. Offsets are
 stored only once a message is dispatched, dead-lettered or found to be a duplicate,
 so a crash re-reads what was not finished (at-least-once); a per-delivery mark in
-Redis, set once a task is published, makes the re-read harmless. A message that cannot become a task goes to the
-dead-letter topic with its reason and original bytes, and the loop goes on.
+Redis, set once a task is published, makes the re-read harmless. A message that cannot
+become a task goes to the dead-letter topic with its reason and original bytes, and the
+loop goes on.
 """
 
 from __future__ import annotations

@@ -134,8 +134,7 @@ class TaskRequest:
         return self.dispatch == 0 and self.retries == 0
 
 
-def decode_request(raw: bytes | None) -> TaskRequest:
-    """Parse and check a request message; raises MalformedMessage naming the problem."""
+def _json_object(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         raise MalformedMessage("empty message")
     try:
@@ -144,6 +143,12 @@ def decode_request(raw: bytes | None) -> TaskRequest:
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedMessage("not a JSON object")
+    return body
+
+
+def decode_request(raw: bytes | None) -> TaskRequest:
+    """Parse and check a request message; raises MalformedMessage naming the problem."""
+    body = _json_object(raw)
     task_id = body.get("task_id")
     team = body.get("team") if isinstance(body.get("team"), str) else None
     if not isinstance(task_id, str):
@@ -248,14 +253,8 @@ class StatusEvent:
 
 
 def decode_event(raw: bytes | None) -> StatusEvent:
-    if raw is None:
-        raise MalformedMessage("empty event")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedMessage(f"not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise MalformedMessage("not a JSON object")
+    """Parse a status event; raises MalformedMessage naming the problem."""
+    body = _json_object(raw)
     try:
         task_id = canonical_uuid(body["task_id"])
         accepted = body.get("accepted_at")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 PREFIX = "tp:"
 WORKERS = PREFIX + "workers"  # hash: worker hostname -> {"slots": n, "at": unix time}
-DAY = 86_400
-KEY_TTL = 7 * DAY
+# Per-task keys (dispatch marks, kept outcomes, attempt counts) live an hour: redeliveries
+# and re-dispatches come within minutes, and Redis memory stays bounded by rate x 1 h.
+KEY_TTL = 3_600
 
 
 def dispatched(task_id: str, dispatch: int, retries: int) -> str:
