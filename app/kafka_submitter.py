@@ -75,7 +75,7 @@ class KafkaSubmitter:
         self.producer: Producer = make_producer(
             settings,
             **{
-                "linger.ms": 0,
+                "linger.ms": 1,
                 "queue.buffering.max.messages": 100_000,
                 "queue.buffering.max.kbytes": 256 * 1024,
             },

@@ -23,7 +23,7 @@ from app.auth import Principal
 from app.errors import ApiError, Forbidden, TooManyRequests, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
 from app.rate_limit import RateLimiter
-from core.messages import TaskRequest, idempotent_task_id, utcnow, uuid7
+from core.messages import TaskRequest, idempotent_task_id, utcnow, uuid7_text
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
 from core.schema import tasks
@@ -171,7 +171,7 @@ class Submission:
         if item.idempotency_key is not None:
             task_id = str(idempotent_task_id(item.team, item.idempotency_key))
         else:
-            task_id = str(uuid7())
+            task_id = uuid7_text()
         return TaskRequest(
             task_id=task_id,
             team=item.team,

@@ -54,14 +54,17 @@ def utcnow() -> datetime:
 
 def uuid7() -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 version 7): new rows land at the end of indexes."""
+    return uuid.UUID(uuid7_text())
+
+
+def uuid7_text() -> str:
+    """uuid7() as its canonical string, built without a UUID object (one per task)."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
+    rand = bytearray(os.urandom(10))
+    rand[0] = (rand[0] & 0x0F) | 0x70  # version 7
+    rand[2] = (rand[2] & 0x3F) | 0x80  # RFC 9562 variant
+    h = (ms & 0xFFFFFFFFFFFF).to_bytes(6, "big").hex() + rand.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def idempotent_task_id(team: str, idempotency_key: str) -> uuid.UUID:
