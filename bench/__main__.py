@@ -49,6 +49,7 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         API_WORKERS=str(settings.api_workers),
         API_THREADS=str(settings.api_threads),
         WORKER_CONCURRENCY=str(settings.worker_concurrency),
+        TOPIC_PARTITIONS=str(settings.topic_partitions),
     )
 
     def section(name: str, measure: Callable[[], Any]) -> None:
