@@ -17,11 +17,23 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, details: Any = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.details = details
         self.headers = headers or {}
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
@@ -74,19 +86,22 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Response:
-        body = ApiError(
-            f"the body is too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes "
-            "(API_MAX_BODY_BYTES)"
+        return error_response(
+            ApiError(
+                f"the body is too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes "
+                "(API_MAX_BODY_BYTES)",
+                status=413,
+                code="payload_too_large",
+            )
         )
-        body.code, body.status = "payload_too_large", 413
-        return error_response(body)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        body = ApiError(error.description or error.name or "error")
-        body.code = code
-        body.status = error.code or 500
+        body = ApiError(
+            error.description or error.name or "error",
+            status=error.code or 500,
+            code=(error.name or "error").lower().replace(" ", "_"),
+        )
         response = error_response(body)
         if error.code == 405 and error.response is None:
             allowed = getattr(error, "valid_methods", None)
@@ -104,6 +119,6 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        body = ApiError("internal error; it has been logged")
-        body.code, body.status = "internal_error", 500
-        return error_response(body)
+        return error_response(
+            ApiError("internal error; it has been logged", status=500, code="internal_error")
+        )

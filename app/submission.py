@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from app.accepted_cache import AcceptedCache
 from app.auth import Principal
 from app.errors import ApiError, Forbidden, TooManyRequests, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
+from app.metrics import SUBMITTED
 from app.rate_limit import RateLimiter
 from core.messages import TaskRequest, idempotent_task_id, utcnow, uuid7_text
 from core.priority import Priority
@@ -147,10 +149,12 @@ class Submission:
         for index, request in requests.items():
             if outcomes[index] is None:
                 outcomes[index] = delivered[request.task_id]
+        accepted = [o for o in delivered.values() if isinstance(o, Accepted)]
         # Before the 202: a GET right after it must find the task.
-        self.cache.record(
-            now, [(t, encoded[t]) for t, o in delivered.items() if isinstance(o, Accepted)]
-        )
+        self.cache.record(now, [(a.task_id, encoded[a.task_id]) for a in accepted])
+        counts = Counter((a.team, a.priority.value, a.routine) for a in accepted)
+        for labels, count in counts.items():
+            SUBMITTED.labels(*labels).inc(count)
         return [o for o in outcomes if o is not None]
 
     def _request(self, principal: Principal, item: SubmitRequest, now: datetime) -> TaskRequest:

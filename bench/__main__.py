@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import http_bench, pipeline, recorder_bench, waits
-from core.settings import ConfigError, Settings, load_settings
+from core.settings import Settings, settings_or_exit
 from ops.instance import REPO, Instance
 
 RESULTS = REPO / "bench" / "results.json"
@@ -221,11 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the 100k-task run")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = settings_or_exit()
     console = Console()
     results = run(settings, quick=args.quick, console=console)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -21,7 +21,7 @@ from core.celery_app import make_celery
 from core.kafka import make_consumer, make_producer
 from core.logs import configure_logging
 from core.routing import RoutingPolicy
-from core.settings import ConfigError, Settings, load_settings
+from core.settings import Settings, settings_or_exit
 
 
 def run_bridge(settings: Settings) -> int:
@@ -73,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--reason", help="only dead letters whose reason contains this text")
     again.add_argument("--dry-run", action="store_true", help="list, send nothing")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = settings_or_exit()
     if args.command == "replay":
         return run_replay(settings, args)
     return run_bridge(settings)

@@ -65,17 +65,6 @@ class Leases:
         self.redis = client
         self._acquire = client.register_script(_ACQUIRE)
 
-    def acquire(self, task_id: str, holder: str, seconds: int) -> str | None:
-        """Take the lease; returns None on success, or the live holder that has it."""
-        current = self._acquire(keys=[key(task_id)], args=[holder, seconds])
-        if not current:
-            return None
-        current = current.decode() if isinstance(current, bytes) else str(current)
-        if holder_is_dead(current):
-            self.redis.set(key(task_id), holder, ex=seconds)
-            return None
-        return current
-
     def acquire_in(
         self, pipe: redis.client.Pipeline, task_id: str, holder: str, seconds: int
     ) -> None:

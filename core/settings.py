@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -295,6 +296,16 @@ def load_settings(**overrides: Any) -> Settings:
         variable = field.group(1).upper() if field else "(environment)"
         cause = exc.__cause__ or exc
         raise ConfigError(f"bad configuration:\n  {variable}: not valid JSON ({cause})") from None
+
+
+def settings_or_exit() -> Settings:
+    """`load_settings()` for entry points: bad configuration prints the message naming the
+    variable and exits with status 2."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

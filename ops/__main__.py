@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.settings import ConfigError, load_settings
+from core.settings import settings_or_exit
 from ops.stack import Stack
 from ops.supervisor import StartError
 
@@ -25,11 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="replay the bundled day against the running stack")
     args = parser.parse_args(argv)
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = settings_or_exit()
     stack = Stack(settings)
     try:
         if args.command == "up":

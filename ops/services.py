@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -63,12 +64,6 @@ def _http_ready(port: int, path: str) -> Callable[[], bool]:
 
 def _file_ready(path: Path) -> Callable[[], bool]:
     return path.exists
-
-
-def _module_exists(module: str) -> bool:
-    return (REPO_ROOT / module.replace(".", "/")).with_suffix(".py").exists() or (
-        REPO_ROOT / module.replace(".", "/") / "__init__.py"
-    ).exists()
 
 
 def flower_credentials(settings: Settings, run_dir: Path) -> str:
@@ -148,91 +143,64 @@ def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSp
 
 
 def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
-    """The platform's own processes; each is listed once its code exists."""
+    """The platform's own processes. Every one writes its metrics where the API's
+    /metrics merges them; those without a port say they are ready through a file."""
     python = str(VENV_BIN / "python")
+    metrics = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(supervisor.run_dir))}
 
-    def ready_env(name: str) -> dict[str, str]:
-        return {"READY_FILE": str(supervisor.ready_file(name).resolve())}
+    def module(name: str, argv: list[str], **options: Any) -> ProcessSpec:
+        ready_file = supervisor.ready_file(name)
+        return ProcessSpec(
+            name=name,
+            argv=[python, "-m", *argv],
+            ready=_file_ready(ready_file),
+            env={**metrics, "READY_FILE": str(ready_file.resolve())},
+            cwd=REPO_ROOT,
+            **options,
+        )
 
-    specs: list[ProcessSpec] = []
-    if _module_exists("app"):
-        specs.append(
-            ProcessSpec(
-                name="api",
-                argv=[
-                    str(VENV_BIN / "gunicorn"),
-                    "--config",
-                    "python:app.gunicorn_conf",
-                    "app:create_app()",
-                ],
-                ready=_http_ready(settings.api_port, "/healthz"),
-                port=settings.api_port,
-                cwd=REPO_ROOT,
-            )
+    workers = [
+        module(
+            f"worker-{index}",
+            [
+                "tasks", "worker",
+                "--hostname", f"worker{index}@%h",
+                "--concurrency", str(settings.worker_concurrency),
+                "--without-gossip", "--without-mingle",
+                "--loglevel", settings.log_level,
+            ],
+            start_timeout=60,
+            stop_timeout=60,  # warm shutdown lets running tasks finish
         )
-    if _module_exists("recorder"):
-        specs.append(
-            ProcessSpec(
-                name="recorder",
-                argv=[python, "-m", "recorder"],
-                ready=_file_ready(supervisor.ready_file("recorder")),
-                env=ready_env("recorder"),
-                cwd=REPO_ROOT,
-            )
-        )
-    if _module_exists("bridge"):
-        specs.append(
-            ProcessSpec(
-                name="bridge",
-                argv=[python, "-m", "bridge"],
-                ready=_file_ready(supervisor.ready_file("bridge")),
-                env=ready_env("bridge"),
-                cwd=REPO_ROOT,
-            )
-        )
-    if _module_exists("tasks.worker"):
-        for index in range(1, settings.workers + 1):
-            name = f"worker-{index}"
-            specs.append(
-                ProcessSpec(
-                    name=name,
-                    argv=[
-                        python,
-                        "-m",
-                        "tasks",
-                        "worker",
-                        "--hostname",
-                        f"worker{index}@%h",
-                        "--concurrency",
-                        str(settings.worker_concurrency),
-                        "--without-gossip",
-                        "--without-mingle",
-                        "--loglevel",
-                        settings.log_level,
-                    ],
-                    ready=_file_ready(supervisor.ready_file(name)),
-                    env=ready_env(name),
-                    cwd=REPO_ROOT,
-                    start_timeout=60,
-                    stop_timeout=60,  # warm shutdown lets running tasks finish
-                )
-            )
-    if _module_exists("tasks.flower"):
-        specs.append(
-            ProcessSpec(
-                name="flower",
-                argv=[python, "-m", "tasks.flower"],
-                ready=_http_ready(settings.flower_port, "/healthcheck"),
-                port=settings.flower_port,
-                env={"FLOWER_BASIC_AUTH": flower_credentials(settings, supervisor.run_dir)},
-                cwd=REPO_ROOT,
-            )
-        )
-    # Every platform process writes its metrics where the API's /metrics merges them.
-    shared = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(supervisor.run_dir))}
-    for spec in specs:
-        spec.env = {**spec.env, **shared}
-    return specs
+        for index in range(1, settings.workers + 1)
+    ]  # fmt: skip
+    return [
+        ProcessSpec(
+            name="api",
+            argv=[
+                str(VENV_BIN / "gunicorn"), "--config", "python:app.gunicorn_conf",
+                "app:create_app()",
+            ],
+            ready=_http_ready(settings.api_port, "/healthz"),
+            port=settings.api_port,
+            env=metrics,
+            cwd=REPO_ROOT,
+        ),
+        module("recorder", ["recorder"]),
+        module("bridge", ["bridge"]),
+        *workers,
+        ProcessSpec(
+            name="flower",
+            argv=[python, "-m", "tasks.flower"],
+            ready=_http_ready(settings.flower_port, "/healthcheck"),
+            port=settings.flower_port,
+            env={
+                **metrics,
+                "FLOWER_BASIC_AUTH": flower_credentials(settings, supervisor.run_dir),
+            },
+            cwd=REPO_ROOT,
+        ),
+    ]  # fmt: skip
 
 
 def metrics_dir(run_dir: Path) -> Path:

@@ -58,9 +58,10 @@ class Stack:
         """Start what is not running, in order; returns the names it started."""
         started: list[str] = []
         migrated = not migrate
-        platform_names = {s.name for s in services.platform(self.settings, self.supervisor)}
+        selected = self._select(names)
+        platform_names = {s.name for s in self.specs() if s.name not in services.INFRASTRUCTURE}
         fresh_metrics = not any(self.supervisor.tracked(name) for name in platform_names)
-        for spec in self._select(names):
+        for spec in selected:
             if spec.name not in services.INFRASTRUCTURE and not migrated:
                 self.migrate()
                 migrated = True
@@ -80,11 +81,7 @@ class Stack:
                 verb = "started" if fresh else "running"
                 took = f" in {time.monotonic() - t0:.1f}s" if fresh else ""
                 print(f"  {spec.name:<10} {verb} (pid {pid}){took}", flush=True)
-        if (
-            migrate
-            and not migrated
-            and {"kafka", "postgres"} <= {s.name for s in self._select(names)}
-        ):
+        if not migrated and {"kafka", "postgres"} <= {s.name for s in selected}:
             self.migrate()
         return started
 

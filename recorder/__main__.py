@@ -13,18 +13,14 @@ import redis
 from core.db import make_engine
 from core.kafka import make_consumer, make_producer
 from core.logs import configure_logging
-from core.settings import ConfigError, load_settings
+from core.settings import settings_or_exit
 from recorder.reconciler import Reconciler
 from recorder.service import Recorder
 from recorder.stats import StreamStats
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = settings_or_exit()
     configure_logging(settings, stage="recorder")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

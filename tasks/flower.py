@@ -10,15 +10,11 @@ import os
 import sys
 
 from core.celery_app import make_celery
-from core.settings import ConfigError, load_settings
+from core.settings import settings_or_exit
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    settings = settings_or_exit()
     auth = settings.flower_basic_auth
     if auth is None or ":" not in auth.get_secret_value():
         print("FLOWER_BASIC_AUTH: set it to user:password; Flower never runs open", file=sys.stderr)
