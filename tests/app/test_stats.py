@@ -21,6 +21,7 @@ from app.sse import StreamSlots, sse_comment, sse_event
 from app.stats_store import StatsStore, StatsUnavailable
 from app.stats_view import recent_view, stats_view
 from core.settings import Settings
+from recorder.stats_windows import RELATIVE_ACCURACY
 from tests.app.sse_client import read_events
 from tests.helpers import wait_for
 from tests.tasks_db import events, submit_batch, wait_terminal
@@ -269,7 +270,10 @@ def test_stats_match_a_known_submitted_set(
         assert found["max"] == pytest.approx(max(values), abs=0.01), metric
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
             expected = _exact_quantile(values, q)
-            assert found[name] == pytest.approx(expected, rel=0.02), (metric, name)
+            # Within the sketch's 2 % of the exact value, plus the rounding of the answer
+            # to the microsecond (0.0005 ms) that matters for sub-millisecond run times.
+            tolerance = RELATIVE_ACCURACY * expected + 0.0005
+            assert found[name] == pytest.approx(expected, abs=tolerance), (metric, name)
 
 
 @pytest.mark.stack
