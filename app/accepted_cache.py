@@ -2,8 +2,8 @@
 the task before the recorder has written it to Postgres (normally within a second).
 
 The API writes nothing to Postgres on the way in: the request itself (the bytes it put
-on Kafka) is kept here for a short while, with one pipelined round trip per request or
-batch. Postgres stays the record; this cache only covers the moments until the
+on Kafka) is kept here for a short while, written by the producer's delivery thread with
+one pipelined round trip for all the requests acknowledged together. Postgres stays the record; this cache only covers the moments until the
 recorder catches up. If Redis is unreachable the request is still accepted (it is
 durable in Kafka) and a GET may miss it until the recorder has written it.
 """
@@ -11,7 +11,6 @@ durable in Kafka) and a GET may miss it until the recorder has written it.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,11 +34,11 @@ def _bucket(moment: datetime) -> int:
 
 
 def _accepted_bucket(task_id: str) -> int | None:
-    """The bucket of a time-ordered (UUIDv7) task id, read from the id itself."""
-    value = uuid.UUID(task_id)
-    if value.version != 7:
+    """The bucket of a time-ordered (UUIDv7) task id, read from the id's canonical text
+    (its first 48 bits are the acceptance time in milliseconds)."""
+    if len(task_id) != 36 or task_id[14] != "7":
         return None
-    return (value.int >> 80) // 1000 // BUCKET_SECONDS
+    return int(task_id[:8] + task_id[9:13], 16) // 1000 // BUCKET_SECONDS
 
 
 class AcceptedCache:
@@ -49,15 +48,23 @@ class AcceptedCache:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def record(self, accepted_at: datetime, accepted: list[tuple[str, bytes]]) -> None:
-        """Keep (task id, encoded request) pairs for about TTL_SECONDS; never raises."""
+    def record(self, accepted: list[tuple[bytes, bytes]]) -> None:
+        """Keep (task id, encoded request) pairs for about TTL_SECONDS, in one round trip;
+        never raises. A task's bucket is read from its id (the current one for an
+        idempotent id, which carries no time: lookups search every recent bucket)."""
         if not accepted:
             return
-        key = _bucket_key(_bucket(accepted_at))
+        now = _bucket(datetime.now(UTC))
+        buckets: dict[int, dict[bytes, bytes]] = {}
+        for task_id, request in accepted:
+            bucket = _accepted_bucket(task_id.decode())
+            buckets.setdefault(now if bucket is None else bucket, {})[task_id] = request
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(key, mapping=dict(accepted))
-            pipe.expire(key, TTL_SECONDS + BUCKET_SECONDS)
+            for bucket, mapping in buckets.items():
+                key = _bucket_key(bucket)
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                pipe.expire(key, TTL_SECONDS + BUCKET_SECONDS)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("could not cache %d accepted tasks: %s", len(accepted), exc)

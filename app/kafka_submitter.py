@@ -1,9 +1,13 @@
 """Produces task requests and waits for Kafka's acknowledgement (acks=all).
 
 One idempotent producer per process, shared by the request threads; a background
-thread serves delivery reports. `submit` returns only once the request is durable in
+thread serves delivery reports. `send` returns only once the request is durable in
 Kafka, or raises `Unavailable` within the produce timeout, so the API answers 503 fast
 and never claims a task it has not stored.
+
+The delivery thread also hands what became durable to `on_durable` before it wakes the
+waiting requests: every request acknowledged in one poll shares that one call (the
+accepted-task cache writes them with one Redis round trip instead of one per request).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -22,19 +27,32 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+Message3 = tuple[str, bytes, bytes]  # (topic, key, value)
+OnDurable = Callable[[list[tuple[bytes, bytes]]], None]
+
 
 class _Waiter:
     """Counts down the delivery reports of one request's messages."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, messages: Sequence[Message3], finished: deque[_Waiter]) -> None:
+        self.messages = messages
         self.outcomes: list[Unavailable | None] = [
             Unavailable("Kafka did not acknowledge the request in time")
-        ] * count
-        self.pending = count
+        ] * len(messages)
+        self.pending = len(messages)
         self.lock = threading.Lock()
         self.done = threading.Event()
-        if count == 0:
+        self._finished = finished
+        if not messages:
             self.done.set()
+
+    def durable(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) of each message Kafka acknowledged."""
+        return [
+            (key, value)
+            for (_, key, value), outcome in zip(self.messages, self.outcomes, strict=True)
+            if outcome is None
+        ]
 
     def callback(self, index: int, sent: float) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(err: KafkaError | None, _: Message) -> None:
@@ -48,7 +66,8 @@ class _Waiter:
                 self.outcomes[index] = outcome
                 self.pending -= 1
                 if self.pending == 0:
-                    self.done.set()
+                    # Woken by the delivery thread once this poll's batch is handed on.
+                    self._finished.append(self)
 
         return on_delivery
 
@@ -62,7 +81,7 @@ class _Waiter:
                     headers={"Retry-After": "1"},
                 )
             if self.pending <= 0:
-                self.done.set()
+                self._finished.append(self)
 
     def expire(self) -> None:
         with self.lock:
@@ -70,8 +89,10 @@ class _Waiter:
 
 
 class KafkaSubmitter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_durable: OnDurable | None = None) -> None:
         self.timeout = settings.kafka_produce_timeout_seconds
+        self.on_durable = on_durable
+        self._finished: deque[_Waiter] = deque()  # appended to by delivery callbacks
         self.producer: Producer = make_producer(
             settings,
             **{
@@ -87,13 +108,28 @@ class KafkaSubmitter:
     def _serve(self) -> None:
         while not self._stop.is_set():
             self.producer.poll(0.05)
+            self._wake_finished()
 
-    def send(self, messages: list[tuple[str, bytes, bytes]]) -> list[Unavailable | None]:
+    def _wake_finished(self) -> None:
+        finished: list[_Waiter] = []
+        while self._finished:  # popleft is atomic: abandon() may append meanwhile
+            finished.append(self._finished.popleft())
+        if not finished:
+            return
+        if self.on_durable is not None:
+            try:
+                self.on_durable([pair for waiter in finished for pair in waiter.durable()])
+            except Exception:  # the requests are durable in Kafka whatever this does
+                log.exception("on_durable failed for %d requests", len(finished))
+        for waiter in finished:
+            waiter.done.set()
+
+    def send(self, messages: list[Message3]) -> list[Unavailable | None]:
         """Produce (topic, key, value) messages and wait until Kafka has acknowledged each,
         or the produce timeout passed. Returns, per message, None once it is durable or the
         reason it is not. Raises Unavailable at once when the local queue is full (nothing
         of this call was produced then, or what was is reported as not acknowledged)."""
-        waiter = _Waiter(len(messages))
+        waiter = _Waiter(messages, self._finished)
         sent = time.perf_counter()
         for index, (topic, key, value) in enumerate(messages):
             try:
@@ -116,5 +152,6 @@ class KafkaSubmitter:
         self._stop.set()
         self._poller.join(timeout=1)
         left = self.producer.flush(self.timeout)
+        self._wake_finished()
         if left:
             log.error("%d requests still unacknowledged at shutdown", left)

@@ -60,16 +60,17 @@ class Services:
 
     @property
     def submission(self) -> Submission:
-        return self._lazy(
-            "submission",
-            lambda: Submission(
-                self.settings,
-                engine=self.engine,
-                submitter=KafkaSubmitter(self.settings),
-                cache=AcceptedCache(self.redis),
-                policy=RoutingPolicy(self.settings),
-                limiter=RateLimiter(self.settings, self.redis),
-            ),
+        return self._lazy("submission", self._build_submission)
+
+    def _build_submission(self) -> Submission:
+        cache = AcceptedCache(self.redis)
+        return Submission(
+            self.settings,
+            engine=self.engine,
+            submitter=KafkaSubmitter(self.settings, on_durable=cache.record),
+            cache=cache,
+            policy=RoutingPolicy(self.settings),
+            limiter=RateLimiter(self.settings, self.redis),
         )
 
     def close(self) -> None:

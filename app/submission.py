@@ -149,9 +149,9 @@ class Submission:
         for index, request in requests.items():
             if outcomes[index] is None:
                 outcomes[index] = delivered[request.task_id]
+        # The submitter has put the accepted requests in the cache before waking us, so a
+        # GET right after the 202 finds them.
         accepted = [o for o in delivered.values() if isinstance(o, Accepted)]
-        # Before the 202: a GET right after it must find the task.
-        self.cache.record(now, [(a.task_id, encoded[a.task_id]) for a in accepted])
         counts = Counter((a.team, a.priority.value, a.routine) for a in accepted)
         for labels, count in counts.items():
             SUBMITTED.labels(*labels).inc(count)

@@ -8,7 +8,7 @@ Event ids are derived from the task id and the transition, so an event produced 
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 import re
 import time
 import uuid
@@ -57,13 +57,17 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(uuid7_text())
 
 
+_random_bits = random.getrandbits
+
+
 def uuid7_text() -> str:
     """uuid7() as its canonical string, built without a UUID object (one per task)."""
+    # `random` (reseeded in every forked child) rather than os.urandom: ids need to be
+    # unique, not secret, and a syscall per id gives the GIL away under load.
     ms = time.time_ns() // 1_000_000
-    rand = bytearray(os.urandom(10))
-    rand[0] = (rand[0] & 0x0F) | 0x70  # version 7
-    rand[2] = (rand[2] & 0x3F) | 0x80  # RFC 9562 variant
-    h = (ms & 0xFFFFFFFFFFFF).to_bytes(6, "big").hex() + rand.hex()
+    rand = _random_bits(74)
+    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62
+    h = f"{value | (rand & 0x3FFFFFFFFFFFFFFF):032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
