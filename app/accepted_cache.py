@@ -3,9 +3,10 @@ the task before the recorder has written it to Postgres (normally within a secon
 
 The API writes nothing to Postgres on the way in: the request itself (the bytes it put
 on Kafka) is kept here for a short while, written by the producer's delivery thread with
-one pipelined round trip for all the requests acknowledged together. Postgres stays the record; this cache only covers the moments until the
-recorder catches up. If Redis is unreachable the request is still accepted (it is
-durable in Kafka) and a GET may miss it until the recorder has written it.
+one pipelined round trip for all the requests acknowledged together. Postgres stays the
+record; this cache only covers the moments until the recorder catches up. If Redis is
+unreachable the request is still accepted (it is durable in Kafka) and a GET may miss it
+until the recorder has written it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -43,6 +44,7 @@ class _Waiter:
         self.lock = threading.Lock()
         self.done = threading.Event()
         self._finished = finished
+        self.sent = time.perf_counter()
         if not messages:
             self.done.set()
 
@@ -54,22 +56,18 @@ class _Waiter:
             if outcome is None
         ]
 
-    def callback(self, index: int, sent: float) -> Callable[[KafkaError | None, Message], None]:
-        def on_delivery(err: KafkaError | None, _: Message) -> None:
-            # Runs on the delivery thread; never raises.
-            if err is None:
-                metrics.PRODUCE_LATENCY.observe(time.perf_counter() - sent)
-                outcome = None
-            else:
-                outcome = Unavailable(f"Kafka did not take the request: {err.str()}")
-            with self.lock:
-                self.outcomes[index] = outcome
-                self.pending -= 1
-                if self.pending == 0:
-                    # Woken by the delivery thread once this poll's batch is handed on.
-                    self._finished.append(self)
-
-        return on_delivery
+    def report(self, index: int, err: KafkaError | None, _: Message) -> None:
+        """The delivery report of message `index`; runs on the delivery thread, never raises."""
+        outcome = (
+            None if err is None else Unavailable(f"Kafka did not take the request: {err.str()}")
+        )
+        with self.lock:
+            self.outcomes[index] = outcome
+            self.pending -= 1
+            if self.pending == 0:
+                metrics.PRODUCE_LATENCY.observe(time.perf_counter() - self.sent)
+                # Woken by the delivery thread once this poll's batch is handed on.
+                self._finished.append(self)
 
     def abandon(self, first: int, count: int) -> None:
         """Messages from `first` on were never produced (the local queue was full)."""
@@ -130,11 +128,10 @@ class KafkaSubmitter:
         reason it is not. Raises Unavailable at once when the local queue is full (nothing
         of this call was produced then, or what was is reported as not acknowledged)."""
         waiter = _Waiter(messages, self._finished)
-        sent = time.perf_counter()
         for index, (topic, key, value) in enumerate(messages):
             try:
                 self.producer.produce(
-                    topic, key=key, value=value, on_delivery=waiter.callback(index, sent)
+                    topic, key=key, value=value, on_delivery=partial(waiter.report, index)
                 )
             except BufferError:
                 waiter.abandon(index, len(messages))

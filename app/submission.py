@@ -25,7 +25,7 @@ from app.errors import ApiError, Forbidden, TooManyRequests, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
 from app.metrics import SUBMITTED
 from app.rate_limit import RateLimiter
-from core.messages import TaskRequest, idempotent_task_id, utcnow, uuid7_text
+from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
 from core.schema import tasks
@@ -90,7 +90,7 @@ class Accepted:
             "team": self.team,
             "routine": self.routine,
             "priority": self.priority.value,
-            "accepted_at": self.accepted_at.isoformat(),
+            "accepted_at": isoformat(self.accepted_at),
             "idempotent_replay": self.replay,
             "links": {"self": f"/api/v1/tasks/{self.task_id}"},
         }

@@ -75,7 +75,7 @@ RECONCILED = Counter("reconciler_actions_total", "What the reconciler did", ["ac
 # The API.
 PRODUCE_LATENCY = Histogram(
     "kafka_produce_seconds",
-    "From producing a request to Kafka's acknowledgement, in the API",
+    "From producing a request's tasks to Kafka's acknowledgement of the last, in the API",
     buckets=LATENCY_BUCKETS,
 )
 
