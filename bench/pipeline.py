@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 from sqlalchemy import text
 
-from bench.measure import PeakMemory
+from bench.measure import PeakMemory, percentiles
+from bench.plain_celery import COUNTER, WAITS
 from core.settings import Settings
 from ops.instance import REPO, Instance
 
@@ -97,18 +100,14 @@ def drain(instance: Instance) -> dict[str, Any]:
     return {"tasks": total, "seconds": round(elapsed, 2), "tasks_per_s": round(total / elapsed, 1)}
 
 
-def plain_celery(count: int, concurrency: int, main: Settings) -> dict[str, Any]:
-    """Plain Celery draining `count` queued no-op tasks with the same concurrency."""
+@contextmanager
+def _plain_worker(concurrency: int, main: Settings) -> Iterator[tuple[redis.Redis, dict[str, str]]]:
+    """A plain Celery worker (bench.plain_celery) on its own Redis database: prefork, the
+    given concurrency, acks_late and prefetch 1 like the platform's workers."""
     url = f"redis://127.0.0.1:{main.redis_port}/14"
     client = redis.Redis.from_url(url)
     client.flushdb()
     env = {**os.environ, "PLAIN_BROKER_URL": url}
-    publish = (
-        "from bench.plain_celery import app, noop\n"
-        "with app.producer_or_acquire() as p, p.batch(max_size=500):\n"
-        f"    [noop.apply_async(producer=p) for _ in range({count})]\n"
-    )
-    subprocess.run([sys.executable, "-c", publish], cwd=REPO, env=env, check=True)
     ready = REPO / ".run" / "bench-plain-ready"
     ready.unlink(missing_ok=True)
     worker = subprocess.Popen(
@@ -128,17 +127,61 @@ def plain_celery(count: int, concurrency: int, main: Settings) -> dict[str, Any]
             if worker.poll() is not None:
                 raise RuntimeError("the plain Celery worker exited")
             time.sleep(0.05)
-        started = time.perf_counter()
-        deadline = time.monotonic() + max(120, count / 20)
-        while int(client.get("plainbench:done") or 0) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError("plain Celery did not drain in time")
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
+        yield client, env
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(30)
         client.flushdb()
         client.close()
         ready.unlink(missing_ok=True)
+
+
+def plain_celery(count: int, concurrency: int, main: Settings) -> dict[str, Any]:
+    """Plain Celery draining `count` queued no-op tasks with the same concurrency (queued
+    before the worker starts, so only draining is timed)."""
+    url = f"redis://127.0.0.1:{main.redis_port}/14"
+    redis.Redis.from_url(url).flushdb()
+    publish = (
+        "from bench.plain_celery import app, noop\n"
+        "with app.producer_or_acquire() as p, p.batch(max_size=500):\n"
+        f"    [noop.apply_async(producer=p) for _ in range({count})]\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", publish],
+        cwd=REPO,
+        env={**os.environ, "PLAIN_BROKER_URL": url},
+        check=True,
+    )
+    with _plain_worker(concurrency, main) as (client, _):
+        started = time.perf_counter()
+        deadline = time.monotonic() + max(120, count / 20)
+        while int(client.get(COUNTER) or 0) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("plain Celery did not drain in time")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
     return {"tasks": count, "seconds": round(elapsed, 2), "tasks_per_s": round(count / elapsed, 1)}
+
+
+def plain_celery_wait(
+    concurrency: int, main: Settings, probes: int = 150, spacing: float = 0.02
+) -> dict[str, Any]:
+    """Plain Celery's own wait on an idle worker: from `apply_async` to the task starting
+    (the baseline of the platform's ACCEPTED→STARTED wait, which adds Kafka and the
+    bridge in front of it)."""
+    with _plain_worker(concurrency, main) as (client, env):
+        send = (
+            "import time\n"
+            "from bench.plain_celery import stamp\n"
+            f"for _ in range({probes}):\n"
+            "    stamp.delay(time.time())\n"
+            f"    time.sleep({spacing})\n"
+        )
+        subprocess.run([sys.executable, "-c", send], cwd=REPO, env=env, check=True)
+        deadline = time.monotonic() + 30
+        while client.llen(WAITS) < probes:
+            if time.monotonic() > deadline:
+                raise TimeoutError("plain Celery did not start every probe in time")
+            time.sleep(0.05)
+        waits = [float(v) for v in client.lrange(WAITS, 0, -1)]
+    return {"probes": probes, "wait_ms": percentiles(waits)}

@@ -2,12 +2,15 @@
 Redis (its own database), with the same worker concurrency and prefork pool.
 
 The task counts itself in Redis (one INCR) so the benchmark knows when all ran; nothing
-else: no status tracking, no Kafka, no Postgres.
+else: no status tracking, no Kafka, no Postgres. `stamp` records how long after it was
+sent it started (the baseline of the platform's wait), acknowledged late like the
+platform's tasks.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from celery import Celery, signals
 
 BROKER = os.environ.get("PLAIN_BROKER_URL", "redis://127.0.0.1:6379/14")
 COUNTER = "plainbench:done"
+WAITS = "plainbench:waits_ms"
 
 app = Celery("plainbench", broker=BROKER)
 app.conf.update(
@@ -34,6 +38,14 @@ def noop() -> None:
     if not _client:
         _client.append(redis.Redis.from_url(BROKER))
     _client[0].incr(COUNTER)
+
+
+@app.task(name="plain.stamp", acks_late=True)
+def stamp(sent: float) -> None:
+    started = time.time()
+    if not _client:
+        _client.append(redis.Redis.from_url(BROKER))
+    _client[0].rpush(WAITS, (started - sent) * 1000)
 
 
 @signals.worker_ready.connect
