@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="skip the 100k-task run")
     args = parser.parse_args(argv)
     settings = settings_or_exit()
-    console = Console()
+    console = Console(width=max(140, shutil.get_terminal_size().columns))
     results = run(settings, quick=args.quick, console=console)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
     table = Table(title="make bench: each figure against its baseline, measured in this run")

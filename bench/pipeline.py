@@ -102,11 +102,10 @@ def drain(instance: Instance) -> dict[str, Any]:
 
 @contextmanager
 def _plain_worker(concurrency: int, main: Settings) -> Iterator[tuple[redis.Redis, dict[str, str]]]:
-    """A plain Celery worker (bench.plain_celery) on its own Redis database: prefork, the
-    given concurrency, acks_late and prefetch 1 like the platform's workers."""
+    """A plain Celery worker (bench.plain_celery) on its own Redis database (left as the
+    caller filled it; emptied afterwards): prefork, the given concurrency."""
     url = f"redis://127.0.0.1:{main.redis_port}/14"
     client = redis.Redis.from_url(url)
-    client.flushdb()
     env = {**os.environ, "PLAIN_BROKER_URL": url}
     ready = REPO / ".run" / "bench-plain-ready"
     ready.unlink(missing_ok=True)
@@ -169,6 +168,7 @@ def plain_celery_wait(
     """Plain Celery's own wait on an idle worker: from `apply_async` to the task starting
     (the baseline of the platform's ACCEPTED→STARTED wait, which adds Kafka and the
     bridge in front of it)."""
+    redis.Redis.from_url(f"redis://127.0.0.1:{main.redis_port}/14").flushdb()
     with _plain_worker(concurrency, main) as (client, env):
         send = (
             "import time\n"
