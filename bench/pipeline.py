@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -101,12 +101,22 @@ def drain(instance: Instance) -> dict[str, Any]:
 
 
 @contextmanager
-def _plain_worker(concurrency: int, main: Settings) -> Iterator[tuple[redis.Redis, dict[str, str]]]:
-    """A plain Celery worker (bench.plain_celery) on its own Redis database (left as the
-    caller filled it; emptied afterwards): prefork, the given concurrency."""
+def _plain_worker(
+    concurrency: int, main: Settings, queued: str = ""
+) -> Iterator[tuple[redis.Redis, Callable[[str], None]]]:
+    """A plain Celery worker (bench.plain_celery), prefork with the given concurrency, on
+    its own Redis database, emptied before and after. `queued` is Python run against it
+    before the worker starts; yields the database and a runner for more such code."""
     url = f"redis://127.0.0.1:{main.redis_port}/14"
     client = redis.Redis.from_url(url)
+    client.flushdb()
     env = {**os.environ, "PLAIN_BROKER_URL": url}
+
+    def run(code: str) -> None:
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True)
+
+    if queued:
+        run(queued)
     ready = REPO / ".run" / "bench-plain-ready"
     ready.unlink(missing_ok=True)
     worker = subprocess.Popen(
@@ -126,7 +136,7 @@ def _plain_worker(concurrency: int, main: Settings) -> Iterator[tuple[redis.Redi
             if worker.poll() is not None:
                 raise RuntimeError("the plain Celery worker exited")
             time.sleep(0.05)
-        yield client, env
+        yield client, run
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(30)
@@ -138,20 +148,12 @@ def _plain_worker(concurrency: int, main: Settings) -> Iterator[tuple[redis.Redi
 def plain_celery(count: int, concurrency: int, main: Settings) -> dict[str, Any]:
     """Plain Celery draining `count` queued no-op tasks with the same concurrency (queued
     before the worker starts, so only draining is timed)."""
-    url = f"redis://127.0.0.1:{main.redis_port}/14"
-    redis.Redis.from_url(url).flushdb()
     publish = (
         "from bench.plain_celery import app, noop\n"
         "with app.producer_or_acquire() as p, p.batch(max_size=500):\n"
         f"    [noop.apply_async(producer=p) for _ in range({count})]\n"
     )
-    subprocess.run(
-        [sys.executable, "-c", publish],
-        cwd=REPO,
-        env={**os.environ, "PLAIN_BROKER_URL": url},
-        check=True,
-    )
-    with _plain_worker(concurrency, main) as (client, _):
+    with _plain_worker(concurrency, main, queued=publish) as (client, _):
         started = time.perf_counter()
         deadline = time.monotonic() + max(120, count / 20)
         while int(client.get(COUNTER) or 0) < count:
@@ -168,8 +170,7 @@ def plain_celery_wait(
     """Plain Celery's own wait on an idle worker: from `apply_async` to the task starting
     (the baseline of the platform's ACCEPTED→STARTED wait, which adds Kafka and the
     bridge in front of it)."""
-    redis.Redis.from_url(f"redis://127.0.0.1:{main.redis_port}/14").flushdb()
-    with _plain_worker(concurrency, main) as (client, env):
+    with _plain_worker(concurrency, main) as (client, run):
         send = (
             "import time\n"
             "from bench.plain_celery import stamp\n"
@@ -177,7 +178,7 @@ def plain_celery_wait(
             "    stamp.delay(time.time())\n"
             f"    time.sleep({spacing})\n"
         )
-        subprocess.run([sys.executable, "-c", send], cwd=REPO, env=env, check=True)
+        run(send)
         deadline = time.monotonic() + 30
         while client.llen(WAITS) < probes:
             if time.monotonic() > deadline:
