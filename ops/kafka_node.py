@@ -111,7 +111,7 @@ def format_storage_once(home: Path) -> None:
     subprocess.run(
         [
             "java", "-cp", classpath(), "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(home / "server.properties"), "--standalone",
+            f"--cluster-id={cluster_id}", "-c", str(home / "server.properties"), "--standalone",
         ],
         check=True,
         capture_output=True,
