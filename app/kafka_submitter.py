@@ -94,7 +94,10 @@ class KafkaSubmitter:
         self.producer: Producer = make_producer(
             settings,
             **{
-                "linger.ms": 1,
+                # Sent at once: a lone request saves ~0.8 ms, and a batch still goes out
+                # in few produce requests (what arrives while one is in flight waits
+                # for the next). Measured: batch submits no slower than with linger 1.
+                "linger.ms": 0,
                 "queue.buffering.max.messages": 100_000,
                 "queue.buffering.max.kbytes": 256 * 1024,
             },

@@ -41,7 +41,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": visibility_timeout(settings),
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
-            "retry_on_timeout": True,
+            # No retry_on_timeout: kombu pipelines a producer's publishes (one round trip
+            # per bridge step) only when redis-py will not replay a pipeline after a
+            # timeout. A timed-out publish raises instead and the bridge sends it again.
             "health_check_interval": 10,
         },
         "task_queues": [Queue(p.value, exchange, routing_key=p.value) for p in Priority.ordered()],
