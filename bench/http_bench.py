@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.measure import GroupCpu
 from ops.instance import REPO, free_port
 
 DURATION = "5s"
@@ -90,7 +91,8 @@ def bare_flask(env: dict[str, str]) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the bare Flask baseline did not start")
             time.sleep(0.1)
-        return wrk(
+        return _measured(
+            process.pid,
             f"http://127.0.0.1:{port}/api/v1/tasks",
             orjson.dumps({"team": "alpha", "routine": "noop"}),
             None,
@@ -100,8 +102,24 @@ def bare_flask(env: dict[str, str]) -> dict[str, Any]:
         process.wait(30)
 
 
-def single_submit(api_url: str, key: str) -> dict[str, Any]:
-    return wrk(f"{api_url}/api/v1/tasks", orjson.dumps({"team": "alpha", "routine": "noop"}), key)
+def single_submit(api_url: str, key: str, server_group: int) -> dict[str, Any]:
+    """Durable single submits; `server_group` is the API's process group (gunicorn)."""
+    body = orjson.dumps({"team": "alpha", "routine": "noop"})
+    return _measured(server_group, f"{api_url}/api/v1/tasks", body, key)
+
+
+def _measured(server_group: int, url: str, body: bytes, key: str | None) -> dict[str, Any]:
+    """wrk's figures plus the server's CPU time per request: steadier than requests/s on
+    a machine the load generator and Kafka share."""
+    with GroupCpu(server_group) as cpu:
+        result = wrk(url, body, key)
+    requests = result["requests_per_s"] * _seconds(DURATION)
+    result["server_cpu_ms_per_request"] = round(1000 * cpu.seconds / requests, 3) if requests else 0
+    return result
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.rstrip("s"))
 
 
 def batch_submit(api_url: str, key: str, size: int = 1000) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Small measuring helpers: percentiles, peak memory of the stack's processes."""
+"""Small measuring helpers: percentiles, CPU time and peak memory of the stack's processes."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +35,37 @@ def _rss_kib(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time these processes (all their threads) have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class GroupCpu:
+    """CPU seconds a process group (a server and its workers) uses inside the block."""
+
+    def __init__(self, group: int) -> None:
+        self.group = group
+        self.seconds = 0.0
+        self._members: list[int] = []
+        self._start = 0.0
+
+    def __enter__(self) -> GroupCpu:
+        self._members = Supervisor.group_members(self.group)
+        self._start = cpu_seconds(self._members)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds = cpu_seconds(self._members) - self._start
 
 
 class PeakMemory:

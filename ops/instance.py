@@ -180,12 +180,17 @@ class Instance:
         finally:
             consumer.close()
 
-    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> int:
-        """Signal a component's whole process group (kill -9 by default); returns its PID."""
+    def pid(self, component: str) -> int:
+        """A running component's PID (also its process group)."""
         tracked = Supervisor(self.run_dir).tracked(component)
         assert tracked is not None, f"{component} is not running"
-        os.killpg(tracked.pid, sig)
         return tracked.pid
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Signal a component's whole process group (kill -9 by default); returns its PID."""
+        pid = self.pid(component)
+        os.killpg(pid, sig)
+        return pid
 
     @property
     def engine(self) -> Engine:

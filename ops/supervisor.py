@@ -200,7 +200,8 @@ class Supervisor:
         self.ready_file(spec_name).unlink(missing_ok=True)
         return pid
 
-    def group_members(self, pid: int) -> list[int]:
+    @staticmethod
+    def group_members(pid: int) -> list[int]:
         """PIDs whose process group is `pid` (the component and its children)."""
         members = []
         for entry in Path("/proc").iterdir():
