@@ -66,6 +66,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)  # assertions too (their own default is 5 s)
     yield page
     context.close()
 
@@ -148,7 +149,8 @@ def test_the_dashboard_asks_for_a_key_draws_live_charts_and_shows_a_new_task(
                 arg=chart,
             )
             assert int(page.get_attribute(f"#{chart}", "data-points") or 0) > 0, chart
-            assert page.evaluate(COLOURED_PIXELS_JS, chart) > 20, chart
+            # A line grows as points arrive (a quiet series starts as a few pixels).
+            page.wait_for_function(f"(id) => ({COLOURED_PIXELS_JS})(id) > 20", arg=chart)
         expect(page.locator("#team-table tbody tr[data-group=alpha]")).to_be_visible()
         expect(page.locator("#priority-table tbody tr[data-group=high]")).to_be_visible()
 
