@@ -19,6 +19,7 @@ from bench.measure import GroupCpu
 from ops.instance import REPO, free_port
 
 DURATION = "5s"
+WARM_UP = "2s"
 CONNECTIONS = 32
 BATCH_CONNECTIONS = 8
 
@@ -110,7 +111,9 @@ def single_submit(api_url: str, key: str, server_group: int) -> dict[str, Any]:
 
 def _measured(server_group: int, url: str, body: bytes, key: str | None) -> dict[str, Any]:
     """wrk's figures plus the server's CPU time per request: steadier than requests/s on
-    a machine the load generator and Kafka share."""
+    a machine the load generator and Kafka share. A short unmeasured run first warms the
+    server up (and a Kafka broker just started, whose JIT has not compiled its hot path)."""
+    wrk(url, body, key, duration=WARM_UP)
     with GroupCpu(server_group) as cpu:
         result = wrk(url, body, key)
     requests = result["requests_per_s"] * _seconds(DURATION)
