@@ -62,8 +62,7 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
             console.print(f"  [red]failed:[/red] {exc}")
             traceback.print_exc()
 
-    try:
-        instance.start(["api"])
+    with instance.running(["api"]):
         assert instance.settings is not None
         url, key = instance.api_url, instance.admin_key
         section("bare_flask_submit", lambda: http_bench.bare_flask(instance.env))
@@ -94,8 +93,6 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         )
         section("status_events", lambda: recorder_bench.events_per_second(instance))
         section("simulator_lateness", _simulator_lateness)
-    finally:
-        instance.stop()
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return results
 

@@ -18,8 +18,10 @@ import orjson
 from bench.measure import GroupCpu
 from ops.instance import REPO, free_port
 
-DURATION = "5s"
-WARM_UP = "2s"
+DURATION_SECONDS = 5
+WARM_UP_SECONDS = 2
+# What a single submit sends (and the bare endpoint gets the same).
+SUBMIT_BODY = orjson.dumps({"team": "alpha", "routine": "noop"})
 CONNECTIONS = 32
 BATCH_CONNECTIONS = 8
 
@@ -29,10 +31,10 @@ def wrk(
     body: bytes,
     key: str | None,
     *,
-    duration: str = DURATION,
+    seconds: int = DURATION_SECONDS,
     connections: int = CONNECTIONS,
 ) -> dict[str, Any]:
-    """POST `body` to `url` for `duration` over `connections` connections; parse wrk's output."""
+    """POST `body` to `url` for `seconds` over `connections` connections; parse wrk's output."""
     lines = [
         'wrk.method = "POST"',
         f"wrk.body = [==[{body.decode()}]==]",
@@ -44,7 +46,7 @@ def wrk(
         script.write("\n".join(lines) + "\n")
     try:
         out = subprocess.run(
-            ["wrk", "-t", "2", "-c", str(connections), "-d", duration, "--latency",
+            ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency",
              "--timeout", "20s", "-s", script.name, url],
             capture_output=True, text=True, check=True, timeout=120,
         ).stdout  # fmt: skip
@@ -92,12 +94,7 @@ def bare_flask(env: dict[str, str]) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the bare Flask baseline did not start")
             time.sleep(0.1)
-        return _measured(
-            process.pid,
-            f"http://127.0.0.1:{port}/api/v1/tasks",
-            orjson.dumps({"team": "alpha", "routine": "noop"}),
-            None,
-        )
+        return _measured(process.pid, f"http://127.0.0.1:{port}/api/v1/tasks", None)
     finally:
         os.killpg(process.pid, 15)
         process.wait(30)
@@ -105,24 +102,19 @@ def bare_flask(env: dict[str, str]) -> dict[str, Any]:
 
 def single_submit(api_url: str, key: str, server_group: int) -> dict[str, Any]:
     """Durable single submits; `server_group` is the API's process group (gunicorn)."""
-    body = orjson.dumps({"team": "alpha", "routine": "noop"})
-    return _measured(server_group, f"{api_url}/api/v1/tasks", body, key)
+    return _measured(server_group, f"{api_url}/api/v1/tasks", key)
 
 
-def _measured(server_group: int, url: str, body: bytes, key: str | None) -> dict[str, Any]:
+def _measured(server_group: int, url: str, key: str | None) -> dict[str, Any]:
     """wrk's figures plus the server's CPU time per request: steadier than requests/s on
     a machine the load generator and Kafka share. A short unmeasured run first warms the
     server up (and a Kafka broker just started, whose JIT has not compiled its hot path)."""
-    wrk(url, body, key, duration=WARM_UP)
+    wrk(url, SUBMIT_BODY, key, seconds=WARM_UP_SECONDS)
     with GroupCpu(server_group) as cpu:
-        result = wrk(url, body, key)
-    requests = result["requests_per_s"] * _seconds(DURATION)
+        result = wrk(url, SUBMIT_BODY, key)
+    requests = result["requests_per_s"] * DURATION_SECONDS
     result["server_cpu_ms_per_request"] = round(1000 * cpu.seconds / requests, 3) if requests else 0
     return result
-
-
-def _seconds(duration: str) -> float:
-    return float(duration.rstrip("s"))
 
 
 def batch_submit(api_url: str, key: str, size: int = 1000) -> dict[str, Any]:

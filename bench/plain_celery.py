@@ -33,19 +33,22 @@ app.conf.update(
 _client: list[redis.Redis] = []
 
 
-@app.task(name="plain.noop")
-def noop() -> None:
+def _redis() -> redis.Redis:
+    """This pool process's client, made on first use (after the fork)."""
     if not _client:
         _client.append(redis.Redis.from_url(BROKER))
-    _client[0].incr(COUNTER)
+    return _client[0]
+
+
+@app.task(name="plain.noop")
+def noop() -> None:
+    _redis().incr(COUNTER)
 
 
 @app.task(name="plain.stamp", acks_late=True)
 def stamp(sent: float) -> None:
     started = time.time()
-    if not _client:
-        _client.append(redis.Redis.from_url(BROKER))
-    _client[0].rpush(WAITS, (started - sent) * 1000)
+    _redis().rpush(WAITS, (started - sent) * 1000)
 
 
 @signals.worker_ready.connect

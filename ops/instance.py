@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -122,6 +124,15 @@ class Instance:
         self.up(components)
         self.settings = self._load_settings()
         self.admin_key = create_key(self.engine, team=None, admin=True)[1]
+
+    @contextmanager
+    def running(self, components: list[str]) -> Iterator[Instance]:
+        """Started with `components`, and stopped (whatever was started) at the end."""
+        try:
+            self.start(components)
+            yield self
+        finally:
+            self.stop()
 
     def _load_settings(self) -> Settings:
         saved = dict(os.environ)

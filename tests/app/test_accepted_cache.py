@@ -18,12 +18,8 @@ pytestmark = pytest.mark.stack
 @pytest.fixture(scope="module")
 def api_only(stack: Settings) -> Iterator[Instance]:
     """An API with no recorder, bridge or worker behind it: Postgres never hears of a task."""
-    instance = Instance(stack, "apionly")
-    try:
-        instance.start(["api"])
+    with Instance(stack, "apionly").running(["api"]) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def test_single_batch_and_idempotent_submits_are_readable_before_any_recording(

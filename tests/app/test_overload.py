@@ -17,12 +17,9 @@ pytestmark = pytest.mark.stack
 
 @pytest.fixture(scope="module")
 def limited(stack: Settings) -> Iterator[Instance]:
-    instance = Instance(stack, "limits", TEAM_RATE_LIMITS="bravo:2", RATE_BURST="10")
-    try:
-        instance.start(["api"])
+    limits = Instance(stack, "limits", TEAM_RATE_LIMITS="bravo:2", RATE_BURST="10")
+    with limits.running(["api"]) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def test_a_team_over_its_rate_limit_gets_429_with_retry_after(limited: Instance) -> None:
@@ -43,15 +40,12 @@ def test_a_team_over_its_rate_limit_gets_429_with_retry_after(limited: Instance)
 
 @pytest.fixture(scope="module")
 def kafka_away(stack: Settings) -> Iterator[Instance]:
-    instance = Instance(stack, "nokafka", KAFKA_PRODUCE_TIMEOUT_SECONDS="2")
-    try:
-        instance.start(["api"])
+    nokafka = Instance(stack, "nokafka", KAFKA_PRODUCE_TIMEOUT_SECONDS="2")
+    with nokafka.running(["api"]) as instance:
         # Now point the API at a Kafka that is not there.
         instance.env["KAFKA_BOOTSTRAP"] = "127.0.0.1:1"
         instance.restart(["api"])
         yield instance
-    finally:
-        instance.stop()
 
 
 def test_with_kafka_away_the_api_answers_503_promptly_and_creates_nothing(
@@ -80,15 +74,11 @@ def test_with_kafka_away_the_api_answers_503_promptly_and_creates_nothing(
 
 @pytest.fixture(scope="module")
 def database_away(stack: Settings) -> Iterator[Instance]:
-    instance = Instance(stack, "nodb")
-    try:
-        instance.start(["api"])
+    with Instance(stack, "nodb").running(["api"]) as instance:
         # Now point the API at a Postgres that is not there.
         instance.env["DATABASE_URL"] = "postgresql+psycopg://taskplatform@127.0.0.1:1/taskplatform"
         instance.restart(["api"])
         yield instance
-    finally:
-        instance.stop()
 
 
 def test_with_postgres_away_reads_answer_503_not_500(database_away: Instance) -> None:

@@ -23,12 +23,8 @@ REPORT = {"report": {"function": "tasks.routines:echo", "type": "batch", "priori
 
 @pytest.fixture()
 def instance(stack: Settings) -> Iterator[Instance]:
-    instance = Instance(stack, "replay")
-    try:
-        instance.start(["api", "recorder", "bridge", "worker-1"])
+    with Instance(stack, "replay").running(["api", "recorder", "bridge", "worker-1"]) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def _replay(instance: Instance, *args: str) -> str:

@@ -25,12 +25,10 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 @pytest.fixture()
 def instance(stack: Settings) -> Iterator[Instance]:
-    instance = Instance(stack, "scale", TOPIC_PARTITIONS="4", WORKER_CONCURRENCY="2")
-    try:
-        instance.start(["api", "recorder", "bridge", "worker-1"])
+    with Instance(stack, "scale", TOPIC_PARTITIONS="4", WORKER_CONCURRENCY="2").running(
+        ["api", "recorder", "bridge", "worker-1"]
+    ) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def _members(instance: Instance) -> dict[str, int]:

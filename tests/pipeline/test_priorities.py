@@ -38,7 +38,7 @@ ROUTINES = {
 
 @pytest.fixture(scope="module")
 def one_slot(stack: Settings) -> Iterator[Instance]:
-    instance = Instance(
+    with Instance(
         stack,
         "prio",
         WORKERS="1",
@@ -48,12 +48,8 @@ def one_slot(stack: Settings) -> Iterator[Instance]:
         ROUTINES=orjson.dumps(ROUTINES).decode(),
         FLOOD_QUOTA="high:40",
         FLOOD_WINDOW_SECONDS="30",
-    )
-    try:
-        instance.start(["api", "recorder", "bridge", "worker-1"])
+    ).running(["api", "recorder", "bridge", "worker-1"]) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def _started(instance: Instance, ids: list[str]) -> list[tuple[datetime, str]]:

@@ -25,14 +25,10 @@ ROUTINES = {
 
 @pytest.fixture(scope="module")
 def instance(stack: Settings) -> Iterator[Instance]:
-    instance = Instance(
+    with Instance(
         stack, "reliab", WORKER_CONCURRENCY="2", ROUTINES=orjson.dumps(ROUTINES).decode()
-    )
-    try:
-        instance.start(["api", "recorder", "bridge", "worker-1"])
+    ).running(["api", "recorder", "bridge", "worker-1"]) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def _statuses(instance: Instance, task_id: str) -> list[str]:
