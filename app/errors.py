@@ -55,6 +55,10 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
 class UnsupportedMediaType(ApiError):
     status, code = 415, "unsupported_media_type"
 
@@ -87,11 +91,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Response:
         return error_response(
-            ApiError(
+            PayloadTooLarge(
                 f"the body is too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes "
-                "(API_MAX_BODY_BYTES)",
-                status=413,
-                code="payload_too_large",
+                "(API_MAX_BODY_BYTES)"
             )
         )
 

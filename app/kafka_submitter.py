@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from app.errors import Unavailable
+from app.errors import ApiError, PayloadTooLarge, Unavailable
 from core import metrics
 from core.kafka import make_producer
 from core.settings import Settings
@@ -32,12 +32,19 @@ Message3 = tuple[str, bytes, bytes]  # (topic, key, value)
 OnDurable = Callable[[list[tuple[bytes, bytes]]], None]
 
 
+def refusal(error: KafkaError) -> ApiError:
+    """What the client is told when Kafka refuses a request outright."""
+    if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        return PayloadTooLarge(f"payload: Kafka refused the request as too large: {error.str()}")
+    return Unavailable(f"Kafka did not take the request: {error.str()}")
+
+
 class _Waiter:
     """Counts down the delivery reports of one request's messages."""
 
     def __init__(self, messages: Sequence[Message3], finished: deque[_Waiter]) -> None:
         self.messages = messages
-        self.outcomes: list[Unavailable | None] = [
+        self.outcomes: list[ApiError | None] = [
             Unavailable("Kafka did not acknowledge the request in time")
         ] * len(messages)
         self.pending = len(messages)
@@ -58,15 +65,21 @@ class _Waiter:
 
     def report(self, index: int, err: KafkaError | None, _: Message) -> None:
         """The delivery report of message `index`; runs on the delivery thread, never raises."""
-        outcome = (
-            None if err is None else Unavailable(f"Kafka did not take the request: {err.str()}")
-        )
+        outcome = None if err is None else refusal(err)
         with self.lock:
             self.outcomes[index] = outcome
             self.pending -= 1
             if self.pending == 0:
                 metrics.PRODUCE_LATENCY.observe(time.perf_counter() - self.sent)
                 # Woken by the delivery thread once this poll's batch is handed on.
+                self._finished.append(self)
+
+    def refuse(self, index: int, outcome: ApiError) -> None:
+        """Message `index` was refused by the producer and will have no delivery report."""
+        with self.lock:
+            self.outcomes[index] = outcome
+            self.pending -= 1
+            if self.pending == 0:
                 self._finished.append(self)
 
     def abandon(self, first: int, count: int) -> None:
@@ -125,7 +138,7 @@ class KafkaSubmitter:
         for waiter in finished:
             waiter.done.set()
 
-    def send(self, messages: list[Message3]) -> list[Unavailable | None]:
+    def send(self, messages: list[Message3]) -> list[ApiError | None]:
         """Produce (topic, key, value) messages and wait until Kafka has acknowledged each,
         or the produce timeout passed. Returns, per message, None once it is durable or the
         reason it is not. Raises Unavailable at once when the local queue is full (nothing
@@ -144,6 +157,10 @@ class KafkaSubmitter:
                         headers={"Retry-After": "1"},
                     ) from None
                 break
+            except KafkaException as exc:
+                # Refused before it left: this message only (its size, say); the rest go on.
+                error: KafkaError = exc.args[0]
+                waiter.refuse(index, refusal(error))
         if not waiter.done.wait(self.timeout + 1.0):
             waiter.expire()
         return waiter.outcomes

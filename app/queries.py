@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select, tuple_
 
-from core.schema import task_events, tasks
+from core.schema import task_events, task_payloads, tasks
 from core.status import Status, progress
 
 
@@ -66,12 +66,18 @@ def load_events(engine: Engine, task_id: uuid.UUID) -> list[dict[str, Any]]:
 
 def get_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
     """The task with its full timeline, or None if Postgres does not have it (yet)."""
+    # A large payload is stored apart (core.limits).
+    query = (
+        select(tasks, task_payloads.c.payload.label("stored_payload"))
+        .outerjoin(task_payloads, task_payloads.c.task_id == tasks.c.task_id)
+        .where(tasks.c.task_id == task_id)
+    )
     with engine.connect() as conn:
-        row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).first()
+        row = conn.execute(query).first()
     if row is None:
         return None
     body = _task_body(row)
-    body["payload"] = row.payload
+    body["payload"] = row.payload if row.payload is not None else row.stored_payload
     body["timeline"] = load_events(engine, task_id)
     return body
 

@@ -17,18 +17,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.accepted_cache import AcceptedCache
 from app.auth import Principal
-from app.errors import ApiError, Forbidden, TooManyRequests, ValidationFailed
+from app.errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
 from app.metrics import SUBMITTED
 from app.rate_limit import RateLimiter
+from core.limits import json_depth
 from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
-from core.schema import tasks
+from core.schema import task_payloads, tasks
 from core.settings import Settings
 from core.status import Status
 
@@ -122,13 +124,16 @@ class Submission:
         outcomes: list[Outcome | None] = [None] * len(items)
         requests: dict[int, TaskRequest] = {}
         now = utcnow()
+        encoded: dict[str, bytes] = {}
         for index, item in enumerate(items):
             if isinstance(item, ApiError):
                 outcomes[index] = item
                 continue
             try:
-                requests[index] = self._request(principal, item, now)
+                request = requests[index] = self._request(principal, item, now)
+                encoded[request.task_id] = self._encode(request)
             except ApiError as exc:
+                requests.pop(index, None)
                 outcomes[index] = exc
         existing = self._existing({r.task_id for r in requests.values() if r.idempotency_key})
         to_send: dict[str, TaskRequest] = {}
@@ -141,7 +146,7 @@ class Submission:
         refused = self._over_limit(to_send)
         for task_id in refused:
             del to_send[task_id]
-        encoded = {task_id: request.encode() for task_id, request in to_send.items()}
+        self._store_large_payloads(to_send, encoded)
         delivered: dict[str, Outcome] = {
             **refused,
             **self._produce(list(to_send.values()), encoded),
@@ -172,6 +177,12 @@ class Submission:
             raise ValidationFailed(
                 f"{field}: {exc}", details=[{"field": field, "message": str(exc)}]
             ) from None
+        depth_limit = self.settings.payload_max_depth
+        if item.payload and json_depth(item.payload, depth_limit) > depth_limit:
+            message = f"nested more than {depth_limit} levels deep (PAYLOAD_MAX_DEPTH)"
+            raise ValidationFailed(
+                f"payload: {message}", details=[{"field": "payload", "message": message}]
+            )
         if item.idempotency_key is not None:
             task_id = str(idempotent_task_id(item.team, item.idempotency_key))
         else:
@@ -185,6 +196,39 @@ class Submission:
             payload=item.payload,
             idempotency_key=item.idempotency_key,
         )
+
+    def _encode(self, request: TaskRequest) -> bytes:
+        """The request message; PayloadTooLarge if it would not fit Kafka with the room a
+        dead letter needs (core.limits)."""
+        value = request.encode()
+        limit = self.settings.limits.request_max_bytes
+        if len(value) > limit:
+            message = (
+                f"the task's request would be {len(value)} bytes; at most {limit} "
+                "(KAFKA_MESSAGE_MAX_BYTES, less room for the key and dead-letter headers)"
+            )
+            raise PayloadTooLarge(
+                f"payload: {message}", details=[{"field": "payload", "message": message}]
+            )
+        return value
+
+    def _store_large_payloads(
+        self, to_send: dict[str, TaskRequest], encoded: dict[str, bytes]
+    ) -> None:
+        """Payloads too large to ride in the ACCEPTED event are stored before their
+        request is produced (a request that then fails leaves an unread row, no task)."""
+        inline = self.settings.limits.inline_payload_max_bytes
+        large = [
+            {"task_id": uuid.UUID(task_id), "payload": request.payload}
+            for task_id, request in to_send.items()
+            if len(encoded[task_id]) > inline
+        ]
+        if large:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(task_payloads).on_conflict_do_nothing(index_elements=["task_id"]),
+                    large,
+                )
 
     def _existing(self, task_ids: set[str]) -> dict[str, Accepted]:
         if not task_ids:

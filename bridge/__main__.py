@@ -18,7 +18,7 @@ from bridge.dispatcher import CeleryDispatcher
 from bridge.replay import replay
 from bridge.service import Bridge, record_consumer_lag
 from core.celery_app import make_celery
-from core.kafka import make_consumer, make_producer
+from core.kafka import check_topic_limits, make_consumer, make_producer
 from core.logs import configure_logging
 from core.routing import RoutingPolicy
 from core.settings import Settings, settings_or_exit
@@ -30,6 +30,7 @@ def run_bridge(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
 
+    check_topic_limits(settings)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=10)
     celery = make_celery(settings, "bridge")
     bridge = Bridge(

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import redis
 from celery import Celery
+from kombu.exceptions import EncodeError
 
 from core import redis_keys
 from core.celery_app import task_name
@@ -128,23 +129,32 @@ class CeleryDispatcher:
             )
         pipe.execute()
 
-    def publish(self, messages: list[list[Dispatch]]) -> None:
+    def publish(self, messages: list[list[Dispatch]]) -> dict[str, str]:
         """Send each message (one task, or several of one routine and queue) in one
-        pipelined round trip (kombu's publish batch); raises on failure."""
+        pipelined round trip (kombu's publish batch). Returns the task ids of messages
+        that cannot be encoded, with the reason (they are not sent); raises when the
+        broker fails."""
+        refused: dict[str, str] = {}
         with self.celery.producer_or_acquire() as producer, producer.batch(max_size=500):
             for message in messages:
                 first = message[0]
                 args = [item.envelope for item in message]
-                self.celery.send_task(
-                    task_name(first.routine),
-                    args=args,
-                    # What Flower shows as the arguments; Celery's own saferepr of them
-                    # costs more than the rest of the publish.
-                    argsrepr=orjson.dumps(args).decode()[:ARGSREPR_MAX],
-                    # One task: its own id (Flower shows it); several: marked as a batch.
-                    task_id=first.task_id
-                    if len(message) == 1
-                    else f"{first.task_id}+{len(message) - 1}",
-                    queue=first.queue.value,
-                    producer=producer,
-                )
+                try:
+                    self.celery.send_task(
+                        task_name(first.routine),
+                        args=args,
+                        # What Flower shows as the arguments; Celery's own saferepr of
+                        # them costs more than the rest of the publish.
+                        argsrepr=orjson.dumps(args).decode()[:ARGSREPR_MAX],
+                        # One task: its own id (Flower shows it); several: marked as a batch.
+                        task_id=first.task_id
+                        if len(message) == 1
+                        else f"{first.task_id}+{len(message) - 1}",
+                        queue=first.queue.value,
+                        producer=producer,
+                    )
+                except (EncodeError, TypeError, ValueError, RecursionError) as exc:
+                    # Encoding happens before the message joins the batch: the rest go on.
+                    for item in message:
+                        refused[item.task_id] = f"cannot be put on the Celery queue: {exc}"
+        return refused

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from core.kafka import make_producer
 from core.messages import EVENT_NAMESPACE, MalformedMessage, TaskRequest, decode_request, utcnow
@@ -120,9 +120,16 @@ def replay(
             note=f"replay of dead-lettered task {original.task_id}: {headers.get('reason', '')}",
         )
         if producer is not None:
-            producer.produce(
-                settings.request_topic(request.team), key=new_id.encode(), value=request.encode()
-            )
+            try:
+                producer.produce(
+                    settings.request_topic(request.team),
+                    key=new_id.encode(),
+                    value=request.encode(),
+                )
+            except (KafkaException, TypeError) as exc:
+                # This one cannot be sent (too large with its note, say); the rest go on.
+                report.unreadable[f"Kafka refused it: {exc}"] += 1
+                continue
         report.replayed.append((original.task_id, new_id))
     if producer is not None and producer.flush(30):
         raise RuntimeError("Kafka did not acknowledge every replayed request")

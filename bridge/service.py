@@ -30,6 +30,7 @@ from bridge.dispatcher import FINISHED, Capacity, CeleryDispatcher, Dispatch
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler, Waiting
 from core import metrics
+from core.dead_letters import DeadLetters, Source, Stopping
 from core.messages import (
     MalformedMessage,
     StatusEvent,
@@ -42,7 +43,7 @@ from core.priority import Priority
 from core.routing import Route, RoutingError, RoutingPolicy
 from core.settings import Settings
 from core.status import Status
-from core.status_publisher import StatusPublisher
+from core.status_publisher import EventRefused, StatusPublisher
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class Bridge:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
-        self.events = StatusPublisher(producer, settings.status_topic)
+        self.events = StatusPublisher(producer, settings)
+        self.dead_letters = DeadLetters(producer, settings, stage="bridge")
         self.dispatcher = dispatcher
         self.policy = policy
         self.clock = clock
@@ -114,6 +116,7 @@ class Bridge:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+        self.dead_letters.stop = stop
         log.info("bridge consuming %s", ", ".join(self.team_by_topic))
         if ready_file is not None:
             ready_file.touch()
@@ -165,32 +168,64 @@ class Bridge:
         assert topic is not None and partition is not None and offset is not None
         tp = (topic, partition)
         self.offsets.seen(tp, offset)
+        request: TaskRequest | None = None
         try:
             request = decode_request(message.value())
-            expected_team = self.team_by_topic.get(topic)
-            if request.team != expected_team:
-                raise MalformedMessage(
-                    f"team {request.team!r} does not match topic {topic}",
-                    task_id=request.task_id,
-                    team=request.team,
-                )
-            route = self.policy.route(
+            waiting = self._take_in(request, message, tp, offset, now)
+        except MalformedMessage as exc:
+            self._dead_letter_message(message, exc.reason, exc.task_id, exc.team)
+        except (RoutingError, EventRefused) as exc:
+            assert request is not None
+            self._dead_letter_message(message, str(exc), request.task_id, request.team, request)
+        except Stopping:
+            raise
+        except Exception as exc:
+            # A fault of ours, met on this message: it must not stop every team's tasks.
+            log.exception(
+                "cannot take a request in", extra={"task_id": getattr(request, "task_id", None)}
+            )
+            self._dead_letter_message(
+                message,
+                f"internal error while taking the request in: {exc!r}",
+                request.task_id if request else None,
+                request.team if request else None,
+                request,
+            )
+        else:
+            if (
+                waiting.release_at <= now
+                and self.scheduler.waiting(waiting.queue) == 0
+                and self._fast_room(waiting.queue) > 0
+            ):
+                self._fast.append(waiting)
+            else:
+                self.scheduler.add(waiting, now)
+            return
+        self.offsets.done(tp, offset)
+
+    def _take_in(
+        self, request: TaskRequest, message: Message, tp: tuple[str, int], offset: int, now: float
+    ) -> Waiting[Pending]:
+        """Check and route one request and announce it ACCEPTED; raises MalformedMessage,
+        RoutingError or EventRefused for a request that must be dead-lettered."""
+        expected_team = self.team_by_topic.get(tp[0])
+        if request.team != expected_team:
+            raise MalformedMessage(
+                f"team {request.team!r} does not match topic {tp[0]}",
                 task_id=request.task_id,
                 team=request.team,
-                routine=request.routine,
-                priority=request.priority,
-                accepted_at=request.accepted_at,
-                count_flood=request.is_first_delivery,
             )
-        except MalformedMessage as exc:
-            self._dead_letter(message, exc.reason, exc.task_id, exc.team)
-            self.offsets.done(tp, offset)
-            return
-        except RoutingError as exc:
-            self._dead_letter(message, str(exc), request.task_id, request.team, request)
-            self.offsets.done(tp, offset)
-            return
+        route = self.policy.route(
+            task_id=request.task_id,
+            team=request.team,
+            routine=request.routine,
+            priority=request.priority,
+            accepted_at=request.accepted_at,
+            count_flood=request.is_first_delivery,
+        )
         if request.is_first_delivery:
+            size = len(message.value() or b"")
+            inline = size <= self.settings.limits.inline_payload_max_bytes
             self.events.emit(
                 StatusEvent(
                     task_id=request.task_id,
@@ -200,25 +235,19 @@ class Bridge:
                     priority=request.priority.value,
                     at=request.accepted_at,
                     accepted_at=request.accepted_at,
-                    payload=request.payload,
+                    # A large payload stays out of the event: the API stored it apart.
+                    payload=request.payload if inline else None,
+                    detail=None if inline else {"request_bytes": size},
                     idempotency_key=request.idempotency_key,
                 )
             )
-        waiting = Waiting(
+        return Waiting(
             item=Pending(request, route, tp, offset),
             queue=route.queue,
             team=request.team,
             release_at=self._release_time(request, route, now),
             partition_key=tp,
         )
-        if (
-            waiting.release_at <= now
-            and self.scheduler.waiting(route.queue) == 0
-            and self._fast_room(route.queue) > 0
-        ):
-            self._fast.append(waiting)
-        else:
-            self.scheduler.add(waiting, now)
 
     def _release_time(self, request: TaskRequest, route: Route, now: float) -> float:
         wall = max(
@@ -302,7 +331,7 @@ class Bridge:
                 fresh = [item for item, old in parts if old is None]
                 if fresh:
                     outgoing.append(fresh)
-            self.dispatcher.publish(outgoing)
+            refused = self.dispatcher.publish(outgoing)
         except (redis.RedisError, KombuError, CeleryError, OSError) as exc:
             self._warn(f"cannot publish to the Celery broker, will retry: {exc}")
             for waiting in picked:
@@ -310,7 +339,9 @@ class Bridge:
             self.capacity = None
             return
         try:
-            self.dispatcher.mark([item for message in outgoing for item in message])
+            self.dispatcher.mark(
+                [item for message in outgoing for item in message if item.task_id not in refused]
+            )
         except redis.RedisError as exc:
             # Published but not marked: a redelivery would publish again, which the
             # workers' outcome and lease checks make harmless.
@@ -318,6 +349,9 @@ class Bridge:
         self._pushed_since_read += len(outgoing)
         for waiting, item, old in zip(picked, batch, previous, strict=True):
             pending = waiting.item
+            if old is None and item.task_id in refused:
+                self._dead_letter_pending(pending, refused[item.task_id])
+                continue
             if old is None:
                 metrics.DISPATCHED.labels(item.queue.value, pending.request.team).inc()
                 if pending.route.detail and "demoted_from" in pending.route.detail:
@@ -351,7 +385,28 @@ class Bridge:
             retries=request.retries,
         )
 
+    def _dead_letter_pending(self, pending: Pending, reason: str) -> None:
+        """Dead-letter a request that was taken in but cannot be dispatched."""
+        request = pending.request
+        try:
+            value = request.encode()
+        except TypeError:
+            value = orjson.dumps({"task_id": request.task_id, "team": request.team})
+        source = Source(*pending.tp, pending.offset)
+        self._dead_letter(
+            value, request.task_id.encode(), source, reason, request.task_id, request.team, request
+        )
+        self.offsets.done(pending.tp, pending.offset)
+
     def _emit_queued(self, pending: Pending, queue: Priority, at: datetime) -> None:
+        request = pending.request
+        try:
+            self._announce_queued(pending, queue, at)
+        except EventRefused as exc:
+            # The task is on its queue already and goes on; only its QUEUED step is missing.
+            log.error("QUEUED event refused: %s", exc, extra={"task_id": request.task_id})
+
+    def _announce_queued(self, pending: Pending, queue: Priority, at: datetime) -> None:
         request = pending.request
         self.events.emit(
             StatusEvent(
@@ -381,7 +436,7 @@ class Bridge:
 
     # Dead letters.
 
-    def _dead_letter(
+    def _dead_letter_message(
         self,
         message: Message,
         reason: str,
@@ -389,46 +444,40 @@ class Bridge:
         team: str | None,
         request: TaskRequest | None = None,
     ) -> None:
-        metrics.DEAD_LETTERS.labels(team or "unknown", metrics.reason_class(reason)).inc()
-        log.warning(
-            "dead-lettering a message from %s[%s]@%s: %s",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            reason,
-            extra={"task_id": task_id, "team": team},
+        source = Source(message.topic() or "", message.partition() or 0, message.offset() or 0)
+        team = team or (self.team_by_topic.get(source.topic) if task_id else None)
+        self._dead_letter(message.value(), message.key(), source, reason, task_id, team, request)
+
+    def _dead_letter(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        source: Source,
+        reason: str,
+        task_id: str | None,
+        team: str | None,
+        request: TaskRequest | None,
+    ) -> None:
+        """Put a request on the dead-letter topic (waiting until Kafka has it, so its
+        offset may be stored after) and end its task DEAD_LETTERED when it has one."""
+        self.dead_letters.send(
+            value, reason=reason, key=key, source=source, team=team, task_id=task_id
         )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()),
-            ("source_topic", (message.topic() or "").encode()),
-            ("source_partition", str(message.partition()).encode()),
-            ("source_offset", str(message.offset()).encode()),
-            ("dead_lettered_at", datetime.now(UTC).isoformat().encode()),
-        ]
-        if team:
-            headers.append(("team", team.encode()))
-        if task_id:
-            headers.append(("task_id", task_id.encode()))
-        self.producer.produce(
-            self.settings.dlq_topic, key=message.key(), value=message.value(), headers=headers
+        if task_id is None:
+            return
+        event = StatusEvent(
+            task_id=task_id,
+            status=Status.DEAD_LETTERED,
+            team=team or "unknown",
+            routine=request.routine if request else "unknown",
+            priority=request.priority.value if request else Priority.MEDIUM.value,
+            error=reason,
+            accepted_at=request.accepted_at if request else None,
         )
-        if task_id is not None:
-            team_name = team or self.team_by_topic.get(message.topic() or "", "unknown")
-            self.events.emit(
-                StatusEvent(
-                    task_id=task_id,
-                    status=Status.DEAD_LETTERED,
-                    team=team_name,
-                    routine=request.routine if request else "unknown",
-                    priority=request.priority.value if request else Priority.MEDIUM.value,
-                    error=reason,
-                    accepted_at=request.accepted_at if request else None,
-                    payload=request.payload if request else None,
-                )
-            )
-        # Dead letters are rare; wait for them so the offset is never stored before.
-        if self.producer.flush(30) > 0:
-            raise RuntimeError("dead letter not acknowledged by Kafka")
+        try:
+            self.events.emit(event)
+        except EventRefused as exc:
+            log.error("the DEAD_LETTERED event was refused: %s", exc, extra={"task_id": task_id})
 
     # Offsets, flow control, rebalances.
 

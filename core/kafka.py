@@ -10,9 +10,16 @@ import logging
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
-from core.settings import Settings
+from core.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 2,
         "compression.type": "lz4",
         "message.timeout.ms": int(settings.kafka_produce_timeout_seconds * 1000),
+        "message.max.bytes": settings.kafka_message_max_bytes,
         "socket.connection.setup.timeout.ms": 3000,
         "socket.nagle.disable": True,  # small messages must not wait for Nagle's algorithm
         "error_cb": _log_client_error,
@@ -94,8 +102,9 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     admin = make_admin(settings)
     existing = admin.list_topics(timeout=timeout).topics
     wanted = wanted_topics(settings)
+    config = {"max.message.bytes": str(settings.limits.topic_max_message_bytes)}
     to_create = [
-        NewTopic(name, num_partitions=count, replication_factor=1)
+        NewTopic(name, num_partitions=count, replication_factor=1, config=config)
         for name, count in wanted.items()
         if name not in existing
     ]
@@ -104,7 +113,7 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
         for name, count in wanted.items()
         if name in existing and len(existing[name].partitions) < count
     ]
-    changed: list[str] = []
+    changed = _raise_message_limits(admin, settings, [n for n in wanted if n in existing])
     if to_create:
         for name, future in admin.create_topics(to_create, request_timeout=timeout).items():
             try:
@@ -118,3 +127,50 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
             future.result(timeout)
             changed.append(name)
     return changed
+
+
+def _max_message_bytes(admin: AdminClient, names: list[str], timeout: float) -> dict[str, int]:
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    if not resources:
+        return {}
+    found = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        entry = future.result(timeout).get("max.message.bytes")
+        found[resource.name] = int(entry.value) if entry is not None and entry.value else 0
+    return found
+
+
+def _raise_message_limits(
+    admin: AdminClient, settings: Settings, names: list[str], timeout: float = 30.0
+) -> list[str]:
+    """Raise `max.message.bytes` of existing platform topics that allow less than the
+    platform produces (topics made before KAFKA_MESSAGE_MAX_BYTES grew)."""
+    needed = settings.limits.topic_max_message_bytes
+    allowed = _max_message_bytes(admin, names, timeout)
+    low = [name for name, size in allowed.items() if size < needed]
+    if not low:
+        return []
+    entry = ConfigEntry(
+        "max.message.bytes", str(needed), incremental_operation=AlterConfigOpType.SET
+    )
+    resources = [
+        ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[entry]) for name in low
+    ]
+    for future in admin.incremental_alter_configs(resources, request_timeout=timeout).values():
+        future.result(timeout)
+    return low
+
+
+def check_topic_limits(settings: Settings, *, timeout: float = 30.0) -> None:
+    """Raise ConfigError, naming KAFKA_MESSAGE_MAX_BYTES, if a platform topic would refuse
+    a message the platform may produce (its real `max.message.bytes` is too small)."""
+    needed = settings.limits.topic_max_message_bytes
+    allowed = _max_message_bytes(make_admin(settings), list(wanted_topics(settings)), timeout)
+    too_small = [f"{name} allows {size}" for name, size in allowed.items() if size < needed]
+    if too_small:
+        raise ConfigError(
+            f"KAFKA_MESSAGE_MAX_BYTES: {settings.kafka_message_max_bytes} (plus "
+            f"{needed - settings.kafka_message_max_bytes} bytes of framing) does not fit the "
+            f"topics' max.message.bytes: {'; '.join(too_small)}. Raise the topics' "
+            "max.message.bytes or lower KAFKA_MESSAGE_MAX_BYTES."
+        )

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from core.limits import ERROR_MAX_CHARS, PAYLOAD_DEPTH_CEILING, json_depth, truncate
 from core.priority import Priority
 from core.status import Status
 
@@ -190,6 +191,13 @@ def decode_request(raw: bytes | None) -> TaskRequest:
     payload = body.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise MalformedMessage("payload must be a JSON object", task_id=task_id, team=team)
+    if payload and json_depth(payload, PAYLOAD_DEPTH_CEILING) > PAYLOAD_DEPTH_CEILING:
+        # Deeper than the Celery envelope and the status events can be encoded.
+        raise MalformedMessage(
+            f"payload is nested more than {PAYLOAD_DEPTH_CEILING} levels deep",
+            task_id=task_id,
+            team=team,
+        )
     numbers = {}
     for name in ("dispatch", "retries"):
         value = body.get(name, 0)
@@ -244,7 +252,24 @@ class StatusEvent:
             return self.status.value
         return f"{self.status.value}:{self.attempt}"
 
+    def refused_instead(self, reason: str) -> StatusEvent:
+        """The FAILED event that ends this event's task when this one cannot be
+        published or recorded: small, with the reason and nothing of the original's data."""
+        return StatusEvent(
+            task_id=self.task_id,
+            status=Status.FAILED,
+            team=self.team,
+            routine=self.routine,
+            priority=self.priority,
+            attempt=self.attempt,
+            queue=self.queue,
+            error=reason,
+            accepted_at=self.accepted_at,
+        )
+
     def encode(self) -> bytes:
+        """The event as JSON; an error text is cut to ERROR_MAX_CHARS. Raises
+        orjson.JSONEncodeError (a TypeError) for a result or detail it cannot write."""
         body: dict[str, Any] = {
             "v": 1,
             "event_id": self.event_id,
@@ -259,7 +284,7 @@ class StatusEvent:
         optional = {
             "queue": self.queue,
             "result": self.result,
-            "error": self.error,
+            "error": truncate(self.error, ERROR_MAX_CHARS) if self.error else self.error,
             "detail": self.detail,
             "accepted_at": self.accepted_at.isoformat() if self.accepted_at else None,
             "payload": self.payload,

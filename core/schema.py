@@ -69,6 +69,15 @@ task_events = Table(
     ),
 )
 
+# Payloads too large to travel inside a status event (core.limits), stored by the API.
+task_payloads = Table(
+    "task_payloads",
+    metadata,
+    Column("task_id", UUID(as_uuid=True), primary_key=True),
+    Column("payload", JSON, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from core.limits import Limits
 from core.priority import Priority, parse_priority_map
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
     dlq_topic: str = "tasks.dlq"
     topic_partitions: int = Field(default=3, ge=1, le=256)
     kafka_produce_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    # The largest message any platform client produces; every other size limit derives
+    # from it and RESULT_MAX_BYTES (core.limits).
+    kafka_message_max_bytes: int = Field(default=1_048_576, ge=65_536, le=100_000_000)
     kafka_heap: str = "512m"
     consumer_group_prefix: str = "taskplatform"
 
@@ -146,6 +150,8 @@ class Settings(BaseSettings):
     api_threads: int = Field(default=16, ge=1, le=256)
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_batch_max: int = Field(default=1000, ge=1)
+    payload_max_depth: int = Field(default=64, ge=1)
+    result_max_bytes: int = Field(default=262_144, ge=1024)
     # Per team: tasks per second (sustained) and burst; TEAM_RATE_LIMITS overrides per team.
     rate_limit: float = Field(default=2000.0, gt=0)
     rate_burst: int = Field(default=20_000, ge=1)
@@ -248,6 +254,9 @@ class Settings(BaseSettings):
                 object.__setattr__(self, name, default)
         if not self.celery_broker_url:
             object.__setattr__(self, "celery_broker_url", self.redis_url)
+        problems = self.limits.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         reserved = {self.status_topic, self.dlq_topic}
         for team in self.teams:
             if self.request_topic(team) in reserved:
@@ -257,6 +266,14 @@ class Settings(BaseSettings):
         return self
 
     # Derived views.
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            message_max_bytes=self.kafka_message_max_bytes,
+            payload_max_depth=self.payload_max_depth,
+            result_max_bytes=self.result_max_bytes,
+        )
 
     @property
     def routine_table(self) -> dict[str, RoutineSpec]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import redis
 
 from core.db import make_engine
-from core.kafka import make_consumer, make_producer
+from core.dead_letters import DeadLetters
+from core.kafka import check_topic_limits, make_consumer, make_producer
 from core.logs import configure_logging
 from core.settings import settings_or_exit
 from recorder.reconciler import Reconciler
@@ -28,11 +29,13 @@ def main() -> int:
     engine = make_engine(settings, pool_size=2, application="recorder")
     consumer = make_consumer(settings, f"{settings.consumer_group_prefix}-recorder")
     # The reconciler runs beside the recorder, with clients of its own.
+    check_topic_limits(settings)
+    producer = make_producer(settings)
     reconciler = Reconciler(
         settings,
         engine=make_engine(settings, pool_size=1, application="reconciler"),
         client=redis.Redis.from_url(settings.redis_url, socket_timeout=5),
-        producer=make_producer(settings),
+        producer=producer,
     )
     threading.Thread(target=reconciler.run, args=(stop,), name="reconciler", daemon=True).start()
     ready = os.environ.get("READY_FILE")
@@ -41,6 +44,7 @@ def main() -> int:
             settings,
             consumer=consumer,
             engine=engine,
+            dead_letters=DeadLetters(producer, settings, stage="recorder", stop=stop),
             observers=[StreamStats.from_settings(settings)],
         ).run(stop, Path(ready) if ready else None)
     finally:

@@ -22,13 +22,16 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from sqlalchemy import Engine, text
 
 from core import leases, metrics, redis_keys
-from core.messages import TaskRequest, utcnow
+from core.dead_letters import DeadLetters
+from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event, utcnow
 from core.priority import Priority
 from core.settings import Settings
+from core.status import Status
+from core.status_publisher import EventRefused, StatusPublisher
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,9 @@ BATCH = 500
 
 _STUCK = text(
     """
-    SELECT t.task_id, t.team, t.routine, t.priority, t.payload, t.created_at, t.status,
-           t.updated_at,
+    SELECT t.task_id, t.team, t.routine, t.priority, t.created_at, t.status, t.updated_at,
+           coalesce(t.payload, (SELECT p.payload FROM task_payloads p
+                                 WHERE p.task_id = t.task_id)) AS payload,
            (SELECT count(*) FROM task_events e
              WHERE e.task_id = t.task_id AND e.status = 'RETRYING') AS retries,
            (SELECT coalesce(max((e.detail->>'dispatch')::int), 0) FROM task_events e
@@ -57,6 +61,7 @@ class PassResult:
     examined: int = 0
     reannounced: int = 0
     redispatched: int = 0
+    parked: int = 0
 
 
 class Reconciler:
@@ -74,6 +79,8 @@ class Reconciler:
         self.redis = client
         self.producer = producer
         self.lease_seconds = lease_seconds
+        self.events = StatusPublisher(producer, settings)
+        self.dead_letters = DeadLetters(producer, settings, stage="reconciler")
         # Tasks sent again recently: not again until their new dispatch had time to show.
         self._recent: dict[str, float] = {}
 
@@ -85,11 +92,12 @@ class Reconciler:
             except Exception as exc:  # Postgres, Redis or Kafka away: try again next time
                 log.warning("reconciler pass failed: %s", exc)
                 continue
-            if result.reannounced or result.redispatched:
+            if result.reannounced or result.redispatched or result.parked:
                 log.info(
-                    "reconciler: %d re-announced, %d dispatched again (of %d examined)",
+                    "reconciler: %d re-announced, %d dispatched again, %d parked (of %d examined)",
                     result.reannounced,
                     result.redispatched,
+                    result.parked,
                     result.examined,
                 )
 
@@ -111,19 +119,51 @@ class Reconciler:
         replies = pipe.execute()
         for row, outcome, holder in zip(rows, replies[0::2], replies[1::2], strict=True):
             task_id = str(row.task_id)
-            if outcome is not None:
-                self.producer.produce(
-                    self.settings.status_topic, key=task_id.encode(), value=outcome
-                )
-                result.reannounced += 1
-                metrics.RECONCILED.labels("reannounced").inc()
-            elif holder is None and task_id not in self._recent:
-                self._redispatch(row, now)
-                result.redispatched += 1
-                metrics.RECONCILED.labels("redispatched").inc()
+            try:
+                if outcome is not None:
+                    self._reannounce(outcome)
+                    result.reannounced += 1
+                    metrics.RECONCILED.labels("reannounced").inc()
+                elif holder is None and task_id not in self._recent:
+                    self._redispatch(row, now)
+                    result.redispatched += 1
+                    metrics.RECONCILED.labels("redispatched").inc()
+            except (MalformedMessage, EventRefused, KafkaException, TypeError, ValueError) as exc:
+                if isinstance(exc, KafkaException) and exc.args[0].fatal():
+                    raise
+                self._park(row, outcome, exc)
+                result.parked += 1
         if self.producer.flush(30):
             raise RuntimeError("reconciler output not acknowledged by Kafka")
         return result
+
+    def _reannounce(self, outcome: bytes) -> None:
+        self.events.emit(decode_event(outcome))
+
+    def _park(self, row: Any, outcome: bytes | None, exc: Exception) -> None:
+        """One task's outcome or re-dispatch cannot be sent: it goes to the dead-letter
+        topic with the reason, the task ends FAILED, and the pass goes on."""
+        task_id = str(row.task_id)
+        what = (
+            "its kept outcome cannot be announced" if outcome else "it cannot be dispatched again"
+        )
+        reason = f"reconciler: {what}: {getattr(exc, 'reason', None) or exc}"
+        metrics.RECONCILED.labels("parked").inc()
+        self.dead_letters.send(
+            outcome, reason=reason, key=task_id.encode(), team=row.team, task_id=task_id
+        )
+        ending = StatusEvent(
+            task_id=task_id,
+            status=Status.FAILED,
+            team=row.team,
+            routine=row.routine,
+            priority=row.priority,
+            error=reason,
+            accepted_at=row.created_at,
+        )
+        # Kept first, as a worker does: whoever meets the task next finds it ended.
+        self.redis.set(redis_keys.outcome(task_id), ending.encode(), ex=redis_keys.KEY_TTL)
+        self.events.emit(ending)
 
     def _redispatch(self, row: Any, now: float) -> None:
         task_id = str(row.task_id)

@@ -2,7 +2,9 @@
 
 Offsets are stored only after the batch is committed to Postgres. While Postgres is
 unreachable the consumer pauses (staying in its group) and retries the same batch with
-backoff, so events produced during an outage are recorded when it returns.
+backoff, so events produced during an outage are recorded when it returns. A malformed
+event, or one whose content Postgres refuses, goes to the dead-letter topic (and the
+task of a refused event ends FAILED with the reason); the loop goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core import metrics
+from core.dead_letters import DeadLetters, Source
 from core.messages import MalformedMessage, StatusEvent, decode_event, utcnow
 from core.settings import Settings
 from recorder.observers import Observer
@@ -48,11 +51,13 @@ class Recorder:
         *,
         consumer: Consumer,
         engine: Engine,
+        dead_letters: DeadLetters,
         observers: list[Observer] | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.engine = engine
+        self.dead_letters = dead_letters
         self.observers = observers or []
         # One writer thread: Postgres works on a batch while the next one is decoded.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
@@ -61,6 +66,7 @@ class Recorder:
         self.malformed = 0
 
     def run(self, stop: threading.Event, ready_file: Path | None = None) -> None:
+        self.dead_letters.stop = stop
         self.consumer.subscribe([self.settings.status_topic])
         log.info("recorder consuming %s", self.settings.status_topic)
         if ready_file is not None:
@@ -135,12 +141,14 @@ class Recorder:
             return decode_event(message.value())
         except MalformedMessage as exc:
             self.malformed += 1
-            log.warning(
-                "skipping a malformed status event at %s[%s]@%s: %s",
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                exc.reason,
+            self.dead_letters.send(
+                message.value(),
+                reason=f"malformed status event: {exc.reason}",
+                key=message.key(),
+                source=Source(
+                    message.topic() or "", message.partition() or 0, message.offset() or 0
+                ),
+                task_id=exc.task_id,
             )
             return None
 
@@ -169,8 +177,9 @@ class Recorder:
                 log.info("Postgres is back; recording resumed")
 
     def _write_isolating_poison(self, events: list[StatusEvent]) -> BatchResult:
-        """Write the batch; if Postgres refuses its content, split it until the one
-        refused event is found, and drop only that one (with a log line)."""
+        """Write the batch; if its content is refused (by Postgres, or by the encoding on
+        the way), split it until the one refused event is found, and dead-letter only
+        that one. An outage (OperationalError) is raised for the caller to wait out."""
         try:
             return write_batch(self.engine, events)
         except OperationalError:
@@ -178,19 +187,39 @@ class Recorder:
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise OperationalError(str(exc), None, exc.orig) from exc  # type: ignore[arg-type]
-            if len(events) == 1:
-                self.malformed += 1
-                log.error(
-                    "dropping a status event Postgres refuses: %s",
-                    exc.orig,
-                    extra={"task_id": events[0].task_id, "status": events[0].status},
-                )
-                return BatchResult(0, 1, 0)
-            middle = len(events) // 2
-            first = self._write_isolating_poison(events[:middle])
-            second = self._write_isolating_poison(events[middle:])
-            return BatchResult(
-                first.events_written + second.events_written,
-                first.events_dropped + second.events_dropped,
-                first.tasks_touched + second.tasks_touched,
+            reason = f"Postgres refused the event: {exc.orig}"
+        except Exception as exc:
+            reason = f"the event cannot be written: {exc!r}"
+        if len(events) == 1:
+            self._refused(events[0], reason)
+            return BatchResult(0, 1, 0)
+        middle = len(events) // 2
+        first = self._write_isolating_poison(events[:middle])
+        second = self._write_isolating_poison(events[middle:])
+        return BatchResult(
+            first.events_written + second.events_written,
+            first.events_dropped + second.events_dropped,
+            first.tasks_touched + second.tasks_touched,
+        )
+
+    def _refused(self, event: StatusEvent, reason: str) -> None:
+        """Postgres refuses this one event: it goes to the dead-letter topic, and its task
+        ends FAILED with the reason (if even that cannot be written, the dead letter stays
+        the only trace)."""
+        self.malformed += 1
+        try:
+            value: bytes | None = event.encode()
+        except TypeError:
+            value = None
+        reason = f"{event.status} event not recorded: {reason}"
+        self.dead_letters.send(
+            value, reason=reason, key=event.task_id.encode(), team=event.team, task_id=event.task_id
+        )
+        try:
+            write_batch(self.engine, [event.refused_instead(reason)])
+        except OperationalError:
+            raise
+        except Exception as exc:
+            log.error(
+                "cannot record the FAILED event either: %r", exc, extra={"task_id": event.task_id}
             )

@@ -26,15 +26,16 @@ from typing import Any
 import orjson
 import redis
 from billiard.exceptions import SoftTimeLimitExceeded
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from core import leases, metrics, redis_keys
+from core.dead_letters import DeadLetters
 from core.leases import RENEW_SECONDS, RUNNING_SECONDS, Leases, running_holder
-from core.messages import StatusEvent, TaskRequest, decode_event
+from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event
 from core.priority import Priority
 from core.settings import ConfigError, RoutineSpec, Settings
 from core.status import Status
-from core.status_publisher import StatusPublisher
+from core.status_publisher import EventRefused, StatusPublisher
 from tasks.context import RoutineContext
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Resources:
     redis: redis.Redis
     producer: Producer
     events: StatusPublisher
+    dead_letters: DeadLetters
     leases: Leases
     keeper: LeaseKeeper
     begin_script: Any
@@ -151,7 +153,8 @@ class Resources:
             settings=settings,
             redis=client,
             producer=producer,
-            events=StatusPublisher(producer, settings.status_topic),
+            events=StatusPublisher(producer, settings),
+            dead_letters=DeadLetters(producer, settings, stage="worker"),
             leases=leases,
             keeper=LeaseKeeper(leases),
             begin_script=client.register_script(_BEGIN),
@@ -223,7 +226,10 @@ class Run:
         begun = resources.begin(self.task_id, holder)
         if begun.outcome is not None:
             # Ended already: say so again (the same event id is recorded once).
-            resources.events.emit(decode_event(begun.outcome))
+            try:
+                self.announce(decode_event(begun.outcome))
+            except MalformedMessage as exc:
+                log.error("unreadable kept outcome: %s", exc, extra={"task_id": self.task_id})
             return
         if begun.held_by is not None:
             # Another live worker runs this task (a duplicate delivery): leave it to it.
@@ -252,7 +258,8 @@ class Run:
             )
             return
         started = self.event(Status.STARTED)
-        self.resources.events.emit(started)
+        if not self.announce(started):
+            return
         self.started_at = started.at
         if self.attempt == 1:
             accepted = datetime.fromisoformat(self.envelope["accepted_at"])
@@ -261,7 +268,6 @@ class Run:
             )
         try:
             result = self.call()
-            orjson.dumps(result)
         except SoftTimeLimitExceeded:
             self.finish(
                 Status.FAILED, error=f"timed out: ran past its {self.spec.timeout:g}s time limit"
@@ -275,7 +281,48 @@ class Run:
                 suffix = f" (after {retries} retries)" if retries else ""
                 self.finish(Status.FAILED, error=error + suffix)
         else:
-            self.finish(Status.SUCCEEDED, result=result)
+            problem = self._result_problem(result)
+            if problem is not None:
+                self.finish(Status.FAILED, error=problem)
+            else:
+                self.finish(Status.SUCCEEDED, result=result)
+
+    def _result_problem(self, result: Any) -> str | None:
+        """Why the result cannot be kept (not JSON, or over RESULT_MAX_BYTES), or None."""
+        try:
+            size = len(orjson.dumps(result))
+        except TypeError as exc:  # orjson.JSONEncodeError
+            return f"the result cannot be stored as JSON: {exc}"
+        limit = self.resources.settings.result_max_bytes
+        if size > limit:
+            return f"result too large ({size} bytes > {limit}, RESULT_MAX_BYTES)"
+        return None
+
+    def announce(self, event: StatusEvent) -> bool:
+        """Publish `event`. If it is refused (alone: an outage raises instead), it goes to
+        the dead-letter topic and the task ends FAILED with the reason; returns False."""
+        try:
+            self.resources.events.emit(event)
+            return True
+        except EventRefused as exc:
+            refused = exc
+        resources = self.resources
+        resources.dead_letters.send(
+            refused.value,
+            reason=refused.reason,
+            key=self.task_id.encode(),
+            team=event.team,
+            task_id=self.task_id,
+        )
+        ending = event.refused_instead(f"status event refused: {refused.reason}")
+        resources.redis.set(
+            redis_keys.outcome(self.task_id), ending.encode(), ex=redis_keys.KEY_TTL
+        )
+        try:
+            resources.events.emit(ending)
+        except EventRefused as exc:
+            log.error("the FAILED event was refused too: %s", exc, extra={"task_id": self.task_id})
+        return False
 
     def call(self) -> Any:
         payload = self.envelope.get("payload") or {}
@@ -304,14 +351,30 @@ class Run:
             not_before=datetime.now(UTC) + timedelta(seconds=delay),
         )
         producer = self.resources.producer
-        producer.produce(
-            self.resources.settings.request_topic(env["team"]),
-            key=self.task_id.encode(),
-            value=request.encode(),
+        try:
+            producer.produce(
+                self.resources.settings.request_topic(env["team"]),
+                key=self.task_id.encode(),
+                value=request.encode(),
+            )
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            reason = f"its retry was refused by Kafka: {exc.args[0].str()}"
+            self.resources.dead_letters.send(
+                request.encode(),
+                reason=reason,
+                key=self.task_id.encode(),
+                team=request.team,
+                task_id=self.task_id,
+            )
+            self.finish(Status.FAILED, error=f"{error}; {reason}")
+            return
+        retrying = self.event(
+            Status.RETRYING, error=error, detail={"retry_in_seconds": round(delay, 3)}
         )
-        self.resources.events.emit(
-            self.event(Status.RETRYING, error=error, detail={"retry_in_seconds": round(delay, 3)})
-        )
+        if not self.announce(retrying):
+            return
         self._observe_run()
         metrics.TASK_RETRIES.labels(*self.labels()).inc()
         # The retry must be in Kafka before this delivery is acknowledged.
@@ -324,13 +387,18 @@ class Run:
 
     def finish(self, status: Status, *, result: Any = None, error: str | None = None) -> None:
         event = self.event(status, result=result, error=error)
+        try:
+            kept = event.encode()
+        except TypeError as exc:  # a result nested too deep to go inside the event
+            event = event.refused_instead(f"the {status} event cannot be encoded: {exc}")
+            kept = event.encode()
         self.resources.keeper.release(self.task_id)
         # Kept before it is announced: a re-delivery re-announces instead of re-running.
         pipe = self.resources.redis.pipeline(transaction=False)
-        pipe.set(redis_keys.outcome(self.task_id), event.encode(), ex=redis_keys.KEY_TTL)
+        pipe.set(redis_keys.outcome(self.task_id), kept, ex=redis_keys.KEY_TTL)
         pipe.delete(leases.key(self.task_id))
         pipe.execute()
-        self.resources.events.emit(event)
+        self.announce(event)
         self._observe_run()
         metrics.TASKS_FINISHED.labels(status.value, *self.labels()).inc()
         level = logging.INFO if status is Status.SUCCEEDED else logging.WARNING

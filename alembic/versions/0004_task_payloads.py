@@ -1,0 +1,32 @@
+"""task_payloads: payloads too large to travel inside a status event.
+
+A status event stays small (core.limits): a request larger than RESULT_MAX_BYTES has its
+payload written here by the API before it is produced, and the ACCEPTED event carries no
+payload. Reads and the reconciler take `coalesce(tasks.payload, task_payloads.payload)`.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-30
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute(
+        "CREATE TABLE task_payloads ("
+        " task_id uuid PRIMARY KEY,"
+        " payload json NOT NULL,"
+        " stored_at timestamptz NOT NULL DEFAULT now())"
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE task_payloads")
