@@ -1,11 +1,14 @@
-"""`python -m ops up|down|status|migrate`: run the stack natively, on loopback."""
+"""`python -m ops up|down|status|migrate|skip-message`: run the stack natively, on loopback."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from confluent_kafka import KafkaException
+
 from core.settings import settings_or_exit
+from ops import poison
 from ops.stack import Stack
 from ops.supervisor import StartError
 
@@ -23,6 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="each component, its PID, port and health")
     sub.add_parser("migrate", help="create topics and apply database migrations")
     sub.add_parser("demo", help="replay the bundled day against the running stack")
+    skip = sub.add_parser(
+        "skip-message",
+        help="move a consumer past one message that stops it; a copy goes to the DLQ",
+    )
+    skip.add_argument("component", help=f"one of: {', '.join(poison.COMPONENTS)}")
+    skip.add_argument("position", help="<topic>:<partition>:<offset>")
+    skip.add_argument("--reason", default="", help="recorded in the dead letter's reason")
+    skip.add_argument(
+        "--skip-earlier",
+        action="store_true",
+        help="also dead-letter the messages before it that the group has not finished",
+    )
     args = parser.parse_args(argv)
 
     settings = settings_or_exit()
@@ -45,16 +60,32 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(settings)
         elif args.command == "migrate":
             stack.migrate()
+        elif args.command == "skip-message":
+            poison.run(
+                settings,
+                stack,
+                args.component,
+                args.position,
+                args.reason,
+                skip_earlier=args.skip_earlier,
+            )
         else:
             print(f"{'component':<10} {'state':<10} {'pid':>7} {'port':>6}")
             worst = 0
             for item in stack.status():
                 pid = str(item.pid) if item.pid else "-"
                 port = str(item.port) if item.port else "-"
-                print(f"{item.name:<10} {item.state:<10} {pid:>7} {port:>6}")
+                note = f"  {item.note}" if item.note else ""
+                print(f"{item.name:<10} {item.state:<10} {pid:>7} {port:>6}{note}")
                 worst = max(worst, 0 if item.state == "running" else 1)
             return worst
+    except poison.Refused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (TimeoutError, RuntimeError, KafkaException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

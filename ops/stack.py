@@ -10,12 +10,20 @@ from pathlib import Path
 from alembic.config import Config
 
 from alembic import command
-from core.kafka import ensure_topics
+from core.kafka import check_topic_limits, ensure_topics
 from core.settings import Settings
 from ops import postgres_node, services
-from ops.supervisor import ProcessSpec, StartError, Supervisor, _probe
+from ops.supervisor import ProcessSpec, StartError, Supervisor, _probe, tail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# After everything `up` started is ready, how long it watches those processes before it
+# says "ready." (a ready file is touched right after subscribing; a crash on the first
+# message comes a moment later).
+SETTLE_SECONDS = 3.0
+# `status` calls a component started this many times within the window "restarting".
+RESTARTS_WINDOW_SECONDS = 600.0
+RESTARTS_THRESHOLD = 3
 
 
 @dataclass
@@ -24,12 +32,27 @@ class ComponentStatus:
     pid: int | None
     port: int | None
     healthy: bool
+    died: bool = False  # its PID file outlived its process (not stopped by us)
+    recent_starts: int = 0  # starts within RESTARTS_WINDOW_SECONDS
+
+    @property
+    def restarting(self) -> bool:
+        return self.recent_starts >= RESTARTS_THRESHOLD and (self.pid is not None or self.died)
 
     @property
     def state(self) -> str:
+        if self.restarting:
+            return "restarting"
         if self.pid is None:
-            return "stopped"
+            return "died" if self.died else "stopped"
         return "running" if self.healthy else "unhealthy"
+
+    @property
+    def note(self) -> str:
+        if self.restarting:
+            minutes = RESTARTS_WINDOW_SECONDS / 60
+            return f"{self.recent_starts} starts in {minutes:.0f} min"
+        return ""
 
 
 class Stack:
@@ -83,7 +106,30 @@ class Stack:
                 print(f"  {spec.name:<10} {verb} (pid {pid}){took}", flush=True)
         if not migrated and {"kafka", "postgres"} <= {s.name for s in selected}:
             self.migrate()
+        if started:
+            self.settle(started, echo=echo)
         return started
+
+    def settle(
+        self, names: list[str], *, seconds: float = SETTLE_SECONDS, echo: bool = True
+    ) -> None:
+        """Watch the named, just started components for `seconds` (one wait for all).
+
+        Raises StartError naming every one that died meanwhile, with its log's last lines.
+        """
+        if echo:
+            print(f"  watching what started for {seconds:.0f}s", flush=True)
+        deadline = time.monotonic() + seconds
+        while True:
+            dead = [name for name in names if self.supervisor.tracked(name) is None]
+            if dead:
+                logs = "\n".join(
+                    f"[{name}]\n{tail(self.supervisor.log_file(name))}" for name in dead
+                )
+                raise StartError(", ".join(dead), "died right after it was ready", logs)
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
 
     def stop(self, names: list[str]) -> None:
         """Stop the named components, in reverse start order."""
@@ -101,6 +147,7 @@ class Stack:
         """Topics for every configured team, and the schema at Alembic's head."""
         try:
             ensure_topics(self.settings)
+            check_topic_limits(self.settings)
         except Exception as exc:
             raise StartError("kafka topics", str(exc)) from None
         try:
@@ -125,7 +172,14 @@ class Stack:
             tracked = self.supervisor.tracked(spec.name)
             healthy = tracked is not None and _probe(spec.ready)
             result.append(
-                ComponentStatus(spec.name, tracked.pid if tracked else None, spec.port, healthy)
+                ComponentStatus(
+                    spec.name,
+                    tracked.pid if tracked else None,
+                    spec.port,
+                    healthy,
+                    died=tracked is None and self.supervisor.died(spec.name),
+                    recent_starts=self.supervisor.starts_within(spec.name, RESTARTS_WINDOW_SECONDS),
+                )
             )
         return result
 

@@ -4,6 +4,10 @@ A PID file holds the PID and the process's start time (from /proc), so a PID reu
 an unrelated process after a reboot or crash is never mistaken for ours, and never
 signalled. Each process is started in a session of its own and stopped by signalling
 that process group: gracefully first, forcefully after a deadline.
+
+Beside each PID file: `<name>.starts`, the times of its recent starts (so `status` can
+tell a component that keeps restarting), and `<name>.died`, written when a PID file is
+found stale (the process went away without `stop`), removed by the next start or stop.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class StartError(Exception):
 
 
 Probe = Callable[[], bool]
+
+STARTS_KEPT = 20  # start times kept per component; enough to count restarts in a window
 
 
 @dataclass
@@ -95,8 +101,18 @@ class Supervisor:
     def ready_file(self, name: str) -> Path:
         return self.ready_dir / name
 
+    def starts_file(self, name: str) -> Path:
+        return self.pid_dir / f"{name}.starts"
+
+    def died_file(self, name: str) -> Path:
+        return self.pid_dir / f"{name}.died"
+
     def tracked(self, name: str) -> Tracked | None:
-        """The live process recorded for `name`, or None (a stale PID file is removed)."""
+        """The live process recorded for `name`, or None.
+
+        A stale PID file (its process is gone) is removed, and `<name>.died` records
+        that the process died rather than was stopped.
+        """
         path = self.pid_file(name)
         try:
             pid_text, start_time = path.read_text().split()
@@ -104,9 +120,43 @@ class Supervisor:
         except (OSError, ValueError):
             return None
         if _proc_start_time(pid) != start_time:
+            self.died_file(name).write_text(f"{pid} {time.time():.3f}\n")
             path.unlink(missing_ok=True)
             return None
         return Tracked(pid, start_time)
+
+    def died(self, name: str) -> bool:
+        """Whether the last process of `name` went away without being stopped."""
+        self.tracked(name)  # notices a death not yet noticed
+        return self.died_file(name).exists()
+
+    def record_start(self, name: str, at: float | None = None) -> None:
+        """Append a start time to `<name>.starts`, keeping the last STARTS_KEPT."""
+        path = self.starts_file(name)
+        kept = self.starts(name)[-(STARTS_KEPT - 1) :]
+        kept.append(time.time() if at is None else at)
+        tmp = path.with_suffix(".starts.tmp")
+        tmp.write_text("".join(f"{t:.3f}\n" for t in kept))
+        tmp.replace(path)
+
+    def starts(self, name: str) -> list[float]:
+        """The recorded start times of `name`, oldest first."""
+        try:
+            lines = self.starts_file(name).read_text().split()
+        except OSError:
+            return []
+        times = []
+        for line in lines:
+            try:
+                times.append(float(line))
+            except ValueError:
+                continue  # a torn line is not worth failing status for
+        return times
+
+    def starts_within(self, name: str, seconds: float, now: float | None = None) -> int:
+        """How many times `name` was started in the last `seconds`."""
+        since = (time.time() if now is None else now) - seconds
+        return sum(1 for t in self.starts(name) if t >= since)
 
     def record(self, name: str, pid: int) -> None:
         start_time = _proc_start_time(pid)
@@ -146,6 +196,8 @@ class Supervisor:
                 )
             except OSError as exc:
                 raise StartError(spec.name, str(exc)) from None
+        self.died_file(spec.name).unlink(missing_ok=True)
+        self.record_start(spec.name)
         self.record(spec.name, process.pid)
         try:
             self._wait_ready(spec, process.pid, process)
@@ -184,6 +236,8 @@ class Supervisor:
         current = self.tracked(spec_name)
         if current is None:
             self.pid_file(spec_name).unlink(missing_ok=True)
+            # Stopped on purpose: a death noticed earlier is no longer news.
+            self.died_file(spec_name).unlink(missing_ok=True)
             return None
         pid = current.pid
         with contextlib.suppress(ProcessLookupError):
@@ -198,6 +252,7 @@ class Supervisor:
             time.sleep(0.05)
         self.pid_file(spec_name).unlink(missing_ok=True)
         self.ready_file(spec_name).unlink(missing_ok=True)
+        self.died_file(spec_name).unlink(missing_ok=True)
         return pid
 
     @staticmethod
