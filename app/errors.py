@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -83,6 +83,25 @@ def error_response(error: ApiError) -> Response:
     return response
 
 
+DRAIN_FACTOR = 4
+
+
+def _drain_body(at_most: int) -> None:
+    """Read what is left of a refused body (up to `at_most` bytes) before answering: a
+    server that closes while the client still sends makes the client's network stack
+    drop the answer (a reset), and the client sees a broken connection instead of 413."""
+    stream = request.environ.get("wsgi.input")
+    left = min(request.content_length or 0, at_most)
+    try:
+        while left > 0 and stream is not None:
+            chunk = stream.read(min(65536, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except OSError:
+        pass  # the client went away: nothing to answer
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
@@ -90,10 +109,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Response:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        _drain_body(limit * DRAIN_FACTOR)
         return error_response(
             PayloadTooLarge(
-                f"the body is too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes "
-                "(API_MAX_BODY_BYTES)"
+                f"the body is too large: the limit is {limit} bytes (API_MAX_BODY_BYTES)",
+                headers={"Connection": "close"},
             )
         )
 

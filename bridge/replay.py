@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from core.kafka import make_producer
 from core.messages import EVENT_NAMESPACE, MalformedMessage, TaskRequest, decode_request, utcnow
@@ -89,9 +89,13 @@ def replay(
     team: str | None = None,
     reason: str | None = None,
     dry_run: bool = False,
+    producer: Producer | None = None,
 ) -> ReplayReport:
     report = ReplayReport()
-    producer = None if dry_run else make_producer(settings)
+    if dry_run:
+        producer = None
+    elif producer is None:
+        producer = make_producer(settings)
     for message in dead_letters(settings):
         headers = _headers(message)
         if team is not None and headers.get("team") != team:

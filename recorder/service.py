@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -188,6 +189,10 @@ class Recorder:
             if exc.connection_invalidated:
                 raise OperationalError(str(exc), None, exc.orig) from exc  # type: ignore[arg-type]
             reason = f"Postgres refused the event: {exc.orig}"
+        except psycopg.OperationalError as exc:  # from the driver's own cursor (COPY)
+            raise OperationalError(str(exc), None, exc) from exc
+        except psycopg.Error as exc:
+            reason = f"Postgres refused the event: {exc}"
         except Exception as exc:
             reason = f"the event cannot be written: {exc!r}"
         if len(events) == 1:
@@ -216,7 +221,8 @@ class Recorder:
             value, reason=reason, key=event.task_id.encode(), team=event.team, task_id=event.task_id
         )
         try:
-            write_batch(self.engine, [event.refused_instead(reason)])
+            # Attempt 0: the refused event's own numbers may be what Postgres refused.
+            write_batch(self.engine, [replace(event.refused_instead(reason), attempt=0)])
         except OperationalError:
             raise
         except Exception as exc:
