@@ -21,7 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # says "ready." (a ready file is touched right after subscribing; a crash on the first
 # message comes a moment later).
 SETTLE_SECONDS = 3.0
-# `status` calls a component started this many times within the window "restarting".
+# `status` calls a component started again after dying this many times within the window
+# "restarting" (a crash loop; restarts on purpose do not count).
 RESTARTS_WINDOW_SECONDS = 600.0
 RESTARTS_THRESHOLD = 3
 
@@ -33,11 +34,11 @@ class ComponentStatus:
     port: int | None
     healthy: bool
     died: bool = False  # its PID file outlived its process (not stopped by us)
-    recent_starts: int = 0  # starts within RESTARTS_WINDOW_SECONDS
+    recent_restarts: int = 0  # restarts after dying within RESTARTS_WINDOW_SECONDS
 
     @property
     def restarting(self) -> bool:
-        return self.recent_starts >= RESTARTS_THRESHOLD and (self.pid is not None or self.died)
+        return self.recent_restarts >= RESTARTS_THRESHOLD and (self.pid is not None or self.died)
 
     @property
     def state(self) -> str:
@@ -51,7 +52,7 @@ class ComponentStatus:
     def note(self) -> str:
         if self.restarting:
             minutes = RESTARTS_WINDOW_SECONDS / 60
-            return f"{self.recent_starts} starts in {minutes:.0f} min"
+            return f"{self.recent_restarts} restarts after dying in {minutes:.0f} min"
         return ""
 
 
@@ -178,7 +179,9 @@ class Stack:
                     spec.port,
                     healthy,
                     died=tracked is None and self.supervisor.died(spec.name),
-                    recent_starts=self.supervisor.starts_within(spec.name, RESTARTS_WINDOW_SECONDS),
+                    recent_restarts=self.supervisor.restarts_within(
+                        spec.name, RESTARTS_WINDOW_SECONDS
+                    ),
                 )
             )
         return result

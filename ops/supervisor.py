@@ -5,9 +5,10 @@ an unrelated process after a reboot or crash is never mistaken for ours, and nev
 signalled. Each process is started in a session of its own and stopped by signalling
 that process group: gracefully first, forcefully after a deadline.
 
-Beside each PID file: `<name>.starts`, the times of its recent starts (so `status` can
-tell a component that keeps restarting), and `<name>.died`, written when a PID file is
-found stale (the process went away without `stop`), removed by the next start or stop.
+Beside each PID file: `<name>.died`, written when the PID file is found stale (the
+process went away without `stop`) and removed by the next start or stop; and
+`<name>.restarts`, the times it was started again after dying, so `status` can tell a
+component that keeps crashing from one restarted on purpose.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class StartError(Exception):
 
 Probe = Callable[[], bool]
 
-STARTS_KEPT = 20  # start times kept per component; enough to count restarts in a window
+RESTARTS_KEPT = 20  # restart times kept per component; enough to count them in a window
 
 
 @dataclass
@@ -101,8 +102,8 @@ class Supervisor:
     def ready_file(self, name: str) -> Path:
         return self.ready_dir / name
 
-    def starts_file(self, name: str) -> Path:
-        return self.pid_dir / f"{name}.starts"
+    def restarts_file(self, name: str) -> Path:
+        return self.pid_dir / f"{name}.restarts"
 
     def died_file(self, name: str) -> Path:
         return self.pid_dir / f"{name}.died"
@@ -130,19 +131,19 @@ class Supervisor:
         self.tracked(name)  # notices a death not yet noticed
         return self.died_file(name).exists()
 
-    def record_start(self, name: str, at: float | None = None) -> None:
-        """Append a start time to `<name>.starts`, keeping the last STARTS_KEPT."""
-        path = self.starts_file(name)
-        kept = self.starts(name)[-(STARTS_KEPT - 1) :]
+    def record_restart(self, name: str, at: float | None = None) -> None:
+        """Append a restart time to `<name>.restarts`, keeping the last RESTARTS_KEPT."""
+        path = self.restarts_file(name)
+        kept = self.restarts(name)[-(RESTARTS_KEPT - 1) :]
         kept.append(time.time() if at is None else at)
-        tmp = path.with_suffix(".starts.tmp")
+        tmp = path.with_suffix(".restarts.tmp")
         tmp.write_text("".join(f"{t:.3f}\n" for t in kept))
         tmp.replace(path)
 
-    def starts(self, name: str) -> list[float]:
-        """The recorded start times of `name`, oldest first."""
+    def restarts(self, name: str) -> list[float]:
+        """When `name` was started again after dying, oldest first."""
         try:
-            lines = self.starts_file(name).read_text().split()
+            lines = self.restarts_file(name).read_text().split()
         except OSError:
             return []
         times = []
@@ -153,10 +154,10 @@ class Supervisor:
                 continue  # a torn line is not worth failing status for
         return times
 
-    def starts_within(self, name: str, seconds: float, now: float | None = None) -> int:
-        """How many times `name` was started in the last `seconds`."""
+    def restarts_within(self, name: str, seconds: float, now: float | None = None) -> int:
+        """How many times `name` was started again after dying in the last `seconds`."""
         since = (time.time() if now is None else now) - seconds
-        return sum(1 for t in self.starts(name) if t >= since)
+        return sum(1 for t in self.restarts(name) if t >= since)
 
     def record(self, name: str, pid: int) -> None:
         start_time = _proc_start_time(pid)
@@ -196,8 +197,10 @@ class Supervisor:
                 )
             except OSError as exc:
                 raise StartError(spec.name, str(exc)) from None
-        self.died_file(spec.name).unlink(missing_ok=True)
-        self.record_start(spec.name)
+        died = self.died_file(spec.name)
+        if died.exists():  # started again after it died (tracked() above noticed)
+            self.record_restart(spec.name)
+            died.unlink()
         self.record(spec.name, process.pid)
         try:
             self._wait_ready(spec, process.pid, process)

@@ -16,7 +16,7 @@ import pytest
 import ops.__main__ as ops_main
 from core.settings import Settings
 from ops.stack import SETTLE_SECONDS, Stack
-from ops.supervisor import STARTS_KEPT, ProcessSpec, StartError, Supervisor
+from ops.supervisor import RESTARTS_KEPT, ProcessSpec, StartError, Supervisor
 from tests.helpers import wait_for
 from tests.isolated import isolated_run_dir
 
@@ -123,7 +123,7 @@ def test_up_waits_once_after_starting_and_not_at_all_when_nothing_started(
         stack.down(echo=False)
 
 
-def test_status_says_restarting_after_repeated_starts(
+def test_status_says_restarting_for_a_crash_loop_not_for_restarts_on_purpose(
     run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack = FakeStack(run_dir, {"sleeper": STAYS_UP})
@@ -131,22 +131,26 @@ def test_status_says_restarting_after_repeated_starts(
         for _ in range(3):
             stack.supervisor.start(stack.specs()[0])
             stack.stop(["sleeper"])
-        assert [s.state for s in stack.status()] == ["stopped"]  # stopped on purpose
-
         stack.supervisor.start(stack.specs()[0])
+        assert [s.state for s in stack.status()] == ["running"]  # stopped on purpose
+
+        for _ in range(3):
+            (item,) = stack.status()
+            os.killpg(item.pid, signal.SIGKILL)
+            wait_for(lambda: stack.supervisor.tracked("sleeper") is None, what="sleeper gone")
+            stack.supervisor.start(stack.specs()[0])
         (item,) = stack.status()
         assert item.state == "restarting"
-        assert item.recent_starts == 4
-        assert item.note == "4 starts in 10 min"
+        assert item.recent_restarts == 3
+        assert item.note == "3 restarts after dying in 10 min"
 
         monkeypatch.setattr(ops_main, "Stack", lambda settings: stack)
         capsys.readouterr()
         assert ops_main.main(["status"]) == 1
         lines = capsys.readouterr().out.splitlines()
         assert lines[0].split() == ["component", "state", "pid", "port"]
-        assert lines[1].split() == [
-            "sleeper", "restarting", str(item.pid), "-", "4", "starts", "in", "10", "min",
-        ]  # fmt: skip
+        assert lines[1].split()[:4] == ["sleeper", "restarting", str(item.pid), "-"]
+        assert lines[1].endswith("3 restarts after dying in 10 min")
     finally:
         stack.down(echo=False)
 
@@ -155,12 +159,12 @@ def test_old_starts_do_not_count_and_the_record_stays_small(tmp_path: Path) -> N
     supervisor = Supervisor(tmp_path)
     now = time.time()
     for _ in range(3):
-        supervisor.record_start("bridge", at=now - 700)
-    assert supervisor.starts_within("bridge", 600, now=now) == 0
-    for _ in range(STARTS_KEPT * 3):
-        supervisor.record_start("bridge", at=now)
-    assert len(supervisor.starts_file("bridge").read_text().splitlines()) == STARTS_KEPT
-    assert supervisor.starts_within("bridge", 600, now=now) == STARTS_KEPT
+        supervisor.record_restart("bridge", at=now - 700)
+    assert supervisor.restarts_within("bridge", 600, now=now) == 0
+    for _ in range(RESTARTS_KEPT * 3):
+        supervisor.record_restart("bridge", at=now)
+    assert len(supervisor.restarts_file("bridge").read_text().splitlines()) == RESTARTS_KEPT
+    assert supervisor.restarts_within("bridge", 600, now=now) == RESTARTS_KEPT
 
 
 def test_status_says_died_after_kill_9_and_stopped_after_stop(run_dir: Path) -> None:
