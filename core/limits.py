@@ -81,8 +81,12 @@ def json_depth(value: Any, limit: int) -> int:
 
 
 def truncate(text: str, limit: int) -> str:
-    """`text` cut to at most `limit` characters, saying how much was left out."""
+    """`text` cut to at most `limit` characters, saying how many were left out."""
     if len(text) <= limit:
         return text
-    note = f"… ({len(text) - limit} more characters)"
-    return text[: max(0, limit - len(note))] + note
+    kept = limit
+    while True:
+        note = f"… ({len(text) - kept} more characters)"
+        if kept + len(note) <= limit or kept == 0:
+            return text[:kept] + note
+        kept = max(0, limit - len(note))
