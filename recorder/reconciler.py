@@ -46,7 +46,9 @@ _STUCK = text(
            (SELECT count(*) FROM task_events e
              WHERE e.task_id = t.task_id AND e.status = 'RETRYING') AS retries,
            (SELECT coalesce(max((e.detail->>'dispatch')::int), 0) FROM task_events e
-             WHERE e.task_id = t.task_id AND e.status = 'QUEUED') AS dispatch
+             WHERE e.task_id = t.task_id AND e.status = 'QUEUED') AS dispatch,
+           EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = t.task_id
+                      AND e.status = 'ACCEPTED' AND e.detail ? 'request_bytes') AS large
       FROM tasks t
      WHERE t.status IN ('QUEUED', 'STARTED', 'RETRYING')
        AND t.updated_at < :before
@@ -167,6 +169,10 @@ class Reconciler:
 
     def _redispatch(self, row: Any, now: float) -> None:
         task_id = str(row.task_id)
+        if row.payload is None and row.large:
+            # Produced around the API, its large payload was kept nowhere: running it
+            # without one would be wrong.
+            raise ValueError("its payload, too large for a status event, was not stored")
         idle = (utcnow() - row.updated_at).total_seconds()
         request = TaskRequest(
             task_id=task_id,

@@ -297,3 +297,42 @@ def test_dead_letters_cut_a_value_too_large_to_travel_with_its_headers(
     headers, kept = dead_letters.for_task(task_id)
     assert headers["truncated_from"] == str(len(value)).encode()
     assert kept is not None and 0 < len(kept) < len(value) and value.startswith(kept)
+
+
+def test_reconciler_never_dispatches_again_a_task_whose_large_payload_was_not_kept(
+    stack: Settings, engine: Engine, dead_letters: DeadLetterWatch
+) -> None:
+    task_id = str(uuid.uuid4())
+    quiet_since = utcnow() - timedelta(seconds=2)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tasks (task_id, team, routine, priority, status, progress,"
+                " created_at, updated_at) VALUES (:id, 'alpha', 'echo', 'medium', 'QUEUED',"
+                " 10, :at, :at)"
+            ),
+            {"id": task_id, "at": quiet_since},
+        )
+        conn.execute(  # accepted without its payload, as the bridge announces a large one
+            text(
+                "INSERT INTO task_events (event_id, task_id, status, attempt, at, detail)"
+                " VALUES (:event, :id, 'ACCEPTED', 0, :at, '{\"request_bytes\": 300000}')"
+            ),
+            {"event": str(uuid.uuid4()), "id": task_id, "at": quiet_since},
+        )
+    client = redis.Redis.from_url(stack.redis_url)
+    reconciler = Reconciler(
+        stack, engine=engine, client=client, producer=make_producer(stack), lease_seconds=1
+    )
+    try:
+        result = reconciler.reconcile()
+    finally:
+        client.close()
+
+    assert result.parked >= 1
+    assert wait_terminal(engine, [task_id]) == {task_id: "FAILED"}
+    assert _task(engine, task_id)["error"] == (
+        "reconciler: it cannot be dispatched again: its payload, too large for a status "
+        "event, was not stored"
+    )
+    dead_letters.for_task(task_id)
