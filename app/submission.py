@@ -26,7 +26,7 @@ from app.errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Va
 from app.kafka_submitter import KafkaSubmitter
 from app.metrics import SUBMITTED
 from app.rate_limit import RateLimiter
-from core.limits import json_depth
+from core.limits import deeper_than
 from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
@@ -64,6 +64,13 @@ def validation_failed(exc: ValidationError) -> ValidationFailed:
         details.append(entry)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
     return ValidationFailed(summary, details=details)
+
+
+def _too_deep(limit: int) -> ValidationFailed:
+    message = f"nested more than {limit} levels deep (PAYLOAD_MAX_DEPTH)"
+    return ValidationFailed(
+        f"payload: {message}", details=[{"field": "payload", "message": message}]
+    )
 
 
 def parse_submission(body: Any) -> SubmitRequest:
@@ -177,12 +184,6 @@ class Submission:
             raise ValidationFailed(
                 f"{field}: {exc}", details=[{"field": field, "message": str(exc)}]
             ) from None
-        depth_limit = self.settings.payload_max_depth
-        if item.payload and json_depth(item.payload, depth_limit) > depth_limit:
-            message = f"nested more than {depth_limit} levels deep (PAYLOAD_MAX_DEPTH)"
-            raise ValidationFailed(
-                f"payload: {message}", details=[{"field": "payload", "message": message}]
-            )
         if item.idempotency_key is not None:
             task_id = str(idempotent_task_id(item.team, item.idempotency_key))
         else:
@@ -198,9 +199,16 @@ class Submission:
         )
 
     def _encode(self, request: TaskRequest) -> bytes:
-        """The request message; PayloadTooLarge if it would not fit Kafka with the room a
-        dead letter needs (core.limits)."""
-        value = request.encode()
+        """The request message. ValidationFailed if its payload nests deeper than
+        PAYLOAD_MAX_DEPTH; PayloadTooLarge if it would not fit Kafka with the room a dead
+        letter needs (core.limits)."""
+        depth_limit = self.settings.payload_max_depth
+        try:
+            value = request.encode()
+        except TypeError:  # orjson.JSONEncodeError: deeper than it writes, so than the limit
+            raise _too_deep(depth_limit) from None
+        if request.payload and deeper_than(depth_limit, request.payload, value):
+            raise _too_deep(depth_limit)
         limit = self.settings.limits.request_max_bytes
         if len(value) > limit:
             message = (

@@ -80,6 +80,15 @@ def json_depth(value: Any, limit: int) -> int:
     return depth
 
 
+def deeper_than(limit: int, value: Any, text: bytes) -> bool:
+    """Whether `value` nests deeper than `limit`. `text` is JSON that holds `value`: a text
+    with no more brackets than the limit cannot nest deeper (counting bytes is far cheaper
+    than walking a large value), so only a value with many containers is walked."""
+    if text.count(b"{") + text.count(b"[") <= limit:
+        return False
+    return json_depth(value, limit) > limit
+
+
 def truncate(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters, saying how many were left out."""
     if len(text) <= limit:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from core.limits import ERROR_MAX_CHARS, PAYLOAD_DEPTH_CEILING, json_depth, truncate
+from core.limits import ERROR_MAX_CHARS, PAYLOAD_DEPTH_CEILING, deeper_than, truncate
 from core.priority import Priority
 from core.status import Status
 
@@ -191,7 +191,7 @@ def decode_request(raw: bytes | None) -> TaskRequest:
     payload = body.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise MalformedMessage("payload must be a JSON object", task_id=task_id, team=team)
-    if payload and json_depth(payload, PAYLOAD_DEPTH_CEILING) > PAYLOAD_DEPTH_CEILING:
+    if payload and deeper_than(PAYLOAD_DEPTH_CEILING, payload, raw or b""):
         # Deeper than the Celery envelope and the status events can be encoded.
         raise MalformedMessage(
             f"payload is nested more than {PAYLOAD_DEPTH_CEILING} levels deep",
