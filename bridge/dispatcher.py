@@ -1,9 +1,10 @@
 """Puts tasks on the Celery queues, and tells the bridge how much room the workers have.
 
 The bridge sends tasks by name (`routine.<name>`); it never imports the workers' code.
-Room is read from the broker itself: the tasks waiting in the three queues plus those
-the workers have taken but not yet acknowledged (Redis transport's `unacked` hash), set
-against the worker slots that workers announce in `tp:workers`.
+Room is read from the broker itself, behind `BrokerProbe`: for Redis, the tasks waiting in
+the priority queues plus those the workers have taken but not yet acknowledged (the
+transport's `unacked` hash), set against the worker slots that workers announce in
+`tp:workers`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import orjson
 import redis
@@ -21,6 +22,7 @@ from kombu.exceptions import EncodeError
 from core import redis_keys
 from core.celery_app import task_name
 from core.leases import QUEUED_SECONDS, Leases, queued_holder
+from core.messages import CeleryEnvelope
 from core.priority import Priority
 
 log = logging.getLogger(__name__)
@@ -44,39 +46,64 @@ class Capacity:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """One task to send: the Celery task's argument and where it goes."""
+    """One task to send, in the envelope a worker reads."""
 
-    task_id: str
-    routine: str
-    queue: Priority
-    envelope: dict[str, Any]
-    dispatch: int
-    retries: int
+    envelope: CeleryEnvelope
+
+    @property
+    def task_id(self) -> str:
+        return self.envelope.request.task_id
+
+    @property
+    def routine(self) -> str:
+        return self.envelope.request.routine
+
+    @property
+    def queue(self) -> Priority:
+        return self.envelope.queue
+
+    @property
+    def dispatch(self) -> int:
+        return self.envelope.request.dispatch
+
+    @property
+    def retries(self) -> int:
+        return self.envelope.request.retries
 
 
-class CeleryDispatcher:
-    def __init__(self, celery: Celery, client: redis.Redis) -> None:
-        self.celery = celery
+class BrokerProbe(Protocol):
+    """How much room the workers have, read from the broker itself: where another broker
+    (RabbitMQ's queue depths and consumer counts, say) plugs in."""
+
+    def capacity(self) -> Capacity: ...
+
+
+class RedisBrokerProbe:
+    """Celery on Redis: the queues' lengths, the transport's `unacked` hash (taken by a
+    worker, not yet acknowledged), and the slots workers announce in `tp:workers`."""
+
+    def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self.leases = Leases(client)
         self._slots = 0
         self._slots_read_at = 0.0
 
     def capacity(self) -> Capacity:
         now = time.monotonic()
+        queues = Priority.ordered()
         pipe = self.redis.pipeline(transaction=False)
-        for p in Priority.ordered():
-            pipe.llen(p.value)
+        for queue in queues:
+            pipe.llen(queue.value)
         pipe.hlen(UNACKED_KEY)
         refresh_slots = now - self._slots_read_at > 1.0
         if refresh_slots:
             pipe.hgetall(redis_keys.WORKERS)
         replies = pipe.execute()
+        depths, rest = replies[: len(queues)], replies[len(queues) :]
         if refresh_slots:
-            self._slots = self._count_slots(replies[4])
+            self._slots = self._count_slots(rest[1])
             self._slots_read_at = now
-        queued = {p: int(replies[i]) for i, p in enumerate(Priority.ordered())}
-        return Capacity(slots=self._slots, queued=queued, reserved=int(replies[3]))
+        queued = {queue: int(depth) for queue, depth in zip(queues, depths, strict=True)}
+        return Capacity(slots=self._slots, queued=queued, reserved=int(rest[0]))
 
     @staticmethod
     def _count_slots(workers: dict[bytes, bytes]) -> int:
@@ -90,6 +117,19 @@ class CeleryDispatcher:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
         return slots
+
+
+class CeleryDispatcher:
+    def __init__(
+        self, celery: Celery, client: redis.Redis, probe: BrokerProbe | None = None
+    ) -> None:
+        self.celery = celery
+        self.redis = client
+        self.probe = probe if probe is not None else RedisBrokerProbe(client)
+        self.leases = Leases(client)
+
+    def capacity(self) -> Capacity:
+        return self.probe.capacity()
 
     def seen(self, batch: list[Dispatch]) -> list[str | None]:
         """What is known of each delivery: None when it is new and must be published;
@@ -138,7 +178,7 @@ class CeleryDispatcher:
         with self.celery.producer_or_acquire() as producer, producer.batch(max_size=500):
             for message in messages:
                 first = message[0]
-                args = [item.envelope for item in message]
+                args = [item.envelope.to_json() for item in message]
                 try:
                     self.celery.send_task(
                         task_name(first.routine),

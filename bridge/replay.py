@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from core.kafka import make_producer
-from core.messages import EVENT_NAMESPACE, MalformedMessage, TaskRequest, decode_request, utcnow
+from core.messages import EVENT_NAMESPACE, MalformedMessage, decode_request, utcnow
 from core.settings import Settings
 
 
@@ -114,13 +114,14 @@ def replay(
             continue
         place = f"replay:{message.topic()}:{message.partition()}:{message.offset()}"
         new_id = str(uuid.uuid5(EVENT_NAMESPACE, place))
-        request = TaskRequest(
+        # A new task: fresh acceptance, first delivery, no idempotency key of the old one.
+        request = original.sent_again(
             task_id=new_id,
-            team=original.team,
-            routine=original.routine,
-            priority=original.priority,
             accepted_at=utcnow(),
-            payload=original.payload,
+            idempotency_key=None,
+            dispatch=0,
+            retries=0,
+            not_before=None,
             note=f"replay of dead-lettered task {original.task_id}: {headers.get('reason', '')}",
         )
         if producer is not None:

@@ -110,29 +110,40 @@ class PriorityScheduler(Generic[T]):
             _, _, waiting = heapq.heappop(self.delayed)
             self.lanes[waiting.queue].push(waiting)
 
-    def _next_priority(self) -> tuple[Priority, dict[Priority, int]] | None:
-        """The priority whose turn it is, and the weights after taking it (not applied)."""
-        eligible = [p for p in Priority.ordered() if self.lanes[p].size]
-        if not eligible:
-            return None
-        current = dict(self.current)
-        total = 0
+    def _eligible(self) -> list[Priority]:
+        return [p for p in Priority.ordered() if self.lanes[p].size]
+
+    def _next_priority(self) -> Priority | None:
+        """Whose turn it is by smooth weighted round-robin (not yet charged): among the
+        priorities with tasks ready, the one whose credit plus weight is largest."""
         best: Priority | None = None
-        for p in eligible:
-            current[p] += self.weights[p]
-            total += self.weights[p]
-            if best is None or current[p] > current[best]:
+        for p in self._eligible():
+            if best is None or self.current[p] + self.weights[p] > (
+                self.current[best] + self.weights[best]
+            ):
                 best = p
-        assert best is not None
-        current[best] -= total
-        return best, current
+        return best
+
+    def _charge(self, taken: Priority) -> None:
+        """One round-robin step: every priority with tasks ready gains its weight, and
+        the one that took the turn pays the sum."""
+        eligible = self._eligible()
+        for p in eligible:
+            self.current[p] += self.weights[p]
+        self.current[taken] -= sum(self.weights[p] for p in eligible)
+
+    def _settle(self) -> None:
+        if not self.ready_count:
+            # An idle scheduler starts the next busy period from a clean slate.
+            for p in self.current:
+                self.current[p] = 0
 
     def peek(self) -> Waiting[T] | None:
         """The task `take(1)` would return, left in place."""
         turn = self._next_priority()
         if turn is None:
             return None
-        lane = self.lanes[turn[0]]
+        lane = self.lanes[turn]
         return lane.teams[lane.turn[0]][0]
 
     def take_like(
@@ -149,15 +160,9 @@ class PriorityScheduler(Generic[T]):
             upcoming = lane.teams[lane.turn[0]][0]
             if taken and not same(first.item, upcoming.item):
                 break
-            eligible = [p for p in Priority.ordered() if self.lanes[p].size]
-            total = sum(self.weights[p] for p in eligible)
-            for p in eligible:
-                self.current[p] += self.weights[p]
-            self.current[queue] -= total
+            self._charge(queue)
             taken.append(lane.pop())
-        if not self.ready_count:
-            for p in self.current:
-                self.current[p] = 0
+        self._settle()
         return taken
 
     def take(self, count: int) -> list[Waiting[T]]:
@@ -167,12 +172,9 @@ class PriorityScheduler(Generic[T]):
             turn = self._next_priority()
             if turn is None:
                 break
-            best, self.current = turn
-            picked.append(self.lanes[best].pop())
-        if not self.ready_count:
-            # An idle scheduler starts the next busy period from a clean slate.
-            for p in self.current:
-                self.current[p] = 0
+            self._charge(turn)
+            picked.append(self.lanes[turn].pop())
+        self._settle()
         return picked
 
     def drop(self, keys: Iterable[object]) -> list[Waiting[T]]:

@@ -13,7 +13,7 @@ import random
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,6 +151,11 @@ class TaskRequest:
     def is_first_delivery(self) -> bool:
         return self.dispatch == 0 and self.retries == 0
 
+    def sent_again(self, **changes: Any) -> TaskRequest:
+        """This request as it is produced again (a retry, a re-dispatch, a replay):
+        the same task unless `task_id` changes, with the given fields replaced."""
+        return replace(self, **changes)
+
 
 def _json_object(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
@@ -222,6 +227,58 @@ def decode_request(raw: bytes | None) -> TaskRequest:
     )
 
 
+ENVELOPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CeleryEnvelope:
+    """One task inside a Celery message (a message may carry several of one routine):
+    what the bridge sends and a worker runs. Celery writes it as JSON (`to_json`)."""
+
+    request: TaskRequest
+    queue: Priority  # where the routing policy sent it (the request keeps the asked priority)
+
+    def to_json(self) -> dict[str, Any]:
+        request = self.request
+        return {
+            "v": ENVELOPE_VERSION,
+            "task_id": request.task_id,
+            "team": request.team,
+            "routine": request.routine,
+            "priority": request.priority.value,
+            "queue": self.queue.value,
+            "payload": request.payload,
+            "accepted_at": isoformat(request.accepted_at),
+            "dispatch": request.dispatch,
+            "retries": request.retries,
+        }
+
+    @classmethod
+    def from_json(cls, body: Any) -> CeleryEnvelope:
+        """Read an envelope; raises MalformedMessage naming the problem. (Envelopes
+        queued before the version field existed have none: they are version 1.)"""
+        if not isinstance(body, dict):
+            raise MalformedMessage("a task envelope must be a JSON object")
+        task_id = body.get("task_id") if isinstance(body.get("task_id"), str) else None
+        if body.get("v", ENVELOPE_VERSION) != ENVELOPE_VERSION:
+            raise MalformedMessage(f"unknown envelope version {body.get('v')!r}", task_id=task_id)
+        try:
+            request = TaskRequest(
+                task_id=canonical_uuid(body["task_id"]),
+                team=str(body["team"]),
+                routine=str(body["routine"]),
+                priority=Priority(body["priority"]),
+                accepted_at=_parse_time(body["accepted_at"], "accepted_at", task_id),
+                payload=body.get("payload"),
+                dispatch=int(body.get("dispatch", 0)),
+                retries=int(body.get("retries", 0)),
+            )
+            queue = Priority(body.get("queue") or body["priority"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedMessage(f"bad task envelope: {exc!r}", task_id=task_id) from None
+        return cls(request, queue)
+
+
 @dataclass(frozen=True)
 class StatusEvent:
     """One transition of one task. Carries enough to create the task's row if the
@@ -251,6 +308,19 @@ class StatusEvent:
         if self.status.terminal or self.status is Status.ACCEPTED:
             return self.status.value
         return f"{self.status.value}:{self.attempt}"
+
+    @classmethod
+    def for_request(cls, request: TaskRequest, status: Status, **fields: Any) -> StatusEvent:
+        """An event of `request`'s task: its identity and acceptance time, plus `fields`."""
+        return cls(
+            task_id=request.task_id,
+            status=status,
+            team=request.team,
+            routine=request.routine,
+            priority=request.priority.value,
+            accepted_at=request.accepted_at,
+            **fields,
+        )
 
     def refused_instead(self, reason: str) -> StatusEvent:
         """The FAILED event that ends this event's task when this one cannot be

@@ -8,14 +8,15 @@ from __future__ import annotations
 import sys
 
 from core.priority import Priority
-from core.settings import ConfigError, load_settings
+from core.settings import ConfigError, settings_or_exit
 from tasks.worker import build_worker_app
 
 
 def main(argv: list[str]) -> int:
+    settings = settings_or_exit()
     try:
-        app = build_worker_app(load_settings())
-    except ConfigError as exc:
+        app = build_worker_app(settings)
+    except ConfigError as exc:  # a routine that cannot be loaded
         print(exc, file=sys.stderr)
         return 2
     args = argv or ["worker"]

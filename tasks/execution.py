@@ -4,7 +4,7 @@
   delivery (a redelivered message, a reconciler's re-dispatch) re-announces it instead.
 - Every start counts as an attempt, including one whose worker died; past the cap
   (retries + 1 + TASK_LOST_RETRIES) the task ends FAILED instead of crash-looping.
-- A failure is retried with exponential backoff and full jitter by sending the request
+- A failure is retried with exponential backoff and equal jitter by sending the request
   back through Kafka with a `not_before` time; the bridge holds it until then (no Celery
   ETA, so no double run past Redis's visibility timeout, celery#2599).
 - A soft time limit ends the task FAILED with the reason; a hard one is reported by the
@@ -31,8 +31,7 @@ from confluent_kafka import KafkaException, Producer
 from core import leases, metrics, redis_keys
 from core.dead_letters import DeadLetters
 from core.leases import RENEW_SECONDS, RUNNING_SECONDS, Leases, running_holder
-from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event
-from core.priority import Priority
+from core.messages import CeleryEnvelope, MalformedMessage, StatusEvent, decode_event
 from core.settings import ConfigError, RoutineSpec, Settings
 from core.status import Status
 from core.status_publisher import EventRefused, StatusPublisher
@@ -65,7 +64,8 @@ def wants_context(function: Routine) -> bool:
 
 
 def retry_delay(retries: int) -> float:
-    """Exponential backoff with full jitter: a random delay up to base * 2**retries."""
+    """Exponential backoff with equal jitter: a random delay between half and all of
+    base * 2**retries (capped), so a retry never comes back at once."""
     ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**retries)
     return random.uniform(ceiling / 2, ceiling)
 
@@ -186,20 +186,20 @@ class Run:
     """One delivery of one task to this worker."""
 
     def __init__(
-        self, resources: Resources, spec: RoutineSpec, function: Routine, envelope: dict[str, Any]
+        self, resources: Resources, spec: RoutineSpec, function: Routine, envelope: CeleryEnvelope
     ) -> None:
         self.resources = resources
         self.spec = spec
         self.function = function
         self.envelope = envelope
-        self.task_id: str = envelope["task_id"]
+        self.request = envelope.request
+        self.task_id = envelope.request.task_id
         self.attempt = 0
         self.started_at: datetime | None = None
 
     def labels(self) -> tuple[str, str, str]:
         """(priority, team, routine) for metrics; priority is the queue it ran from."""
-        env = self.envelope
-        return (env.get("queue") or env["priority"], env["team"], env["routine"])
+        return (self.envelope.queue.value, self.request.team, self.request.routine)
 
     def _observe_run(self) -> None:
         if self.started_at is not None:
@@ -207,17 +207,8 @@ class Run:
             metrics.TASK_RUN.labels(*self.labels()).observe(max(0.0, elapsed))
 
     def event(self, status: Status, **fields: Any) -> StatusEvent:
-        env = self.envelope
-        return StatusEvent(
-            task_id=self.task_id,
-            status=status,
-            team=env["team"],
-            routine=env["routine"],
-            priority=env["priority"],
-            attempt=self.attempt,
-            queue=env.get("queue"),
-            accepted_at=datetime.fromisoformat(env["accepted_at"]),
-            **fields,
+        return StatusEvent.for_request(
+            self.request, status, attempt=self.attempt, queue=self.envelope.queue.value, **fields
         )
 
     def execute(self) -> None:
@@ -253,7 +244,7 @@ class Run:
             self.finish(
                 Status.FAILED,
                 error=f"gave up after {self.attempt - 1} attempts: the worker running it was "
-                f"lost (crashed or killed) {self.attempt - 1 - self.envelope.get('retries', 0)} "
+                f"lost (crashed or killed) {self.attempt - 1 - self.request.retries} "
                 f"times",
             )
             return
@@ -262,7 +253,7 @@ class Run:
             return
         self.started_at = started.at
         if self.attempt == 1:
-            accepted = datetime.fromisoformat(self.envelope["accepted_at"])
+            accepted = self.request.accepted_at
             metrics.TASK_WAIT.labels(*self.labels()).observe(
                 max(0.0, (started.at - accepted).total_seconds())
             )
@@ -274,7 +265,7 @@ class Run:
             )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            retries = int(self.envelope.get("retries", 0))
+            retries = self.request.retries
             if retries < self.spec.retries:
                 self.retry(error, retries)
             else:
@@ -325,12 +316,12 @@ class Run:
         return False
 
     def call(self) -> Any:
-        payload = self.envelope.get("payload") or {}
+        payload = self.request.payload or {}
         if wants_context(self.function):
             context = RoutineContext(
                 task_id=self.task_id,
-                team=self.envelope["team"],
-                routine=self.envelope["routine"],
+                team=self.request.team,
+                routine=self.request.routine,
                 attempt=self.attempt,
             )
             return self.function(payload, context=context)
@@ -338,22 +329,13 @@ class Run:
 
     def retry(self, error: str, retries: int) -> None:
         delay = retry_delay(retries)
-        env = self.envelope
-        request = TaskRequest(
-            task_id=self.task_id,
-            team=env["team"],
-            routine=env["routine"],
-            priority=Priority(env["priority"]),
-            accepted_at=datetime.fromisoformat(env["accepted_at"]),
-            payload=env.get("payload"),
-            dispatch=int(env.get("dispatch", 0)),
-            retries=retries + 1,
-            not_before=datetime.now(UTC) + timedelta(seconds=delay),
+        request = self.request.sent_again(
+            retries=retries + 1, not_before=datetime.now(UTC) + timedelta(seconds=delay)
         )
         producer = self.resources.producer
         try:
             producer.produce(
-                self.resources.settings.request_topic(env["team"]),
+                self.resources.settings.request_topic(request.team),
                 key=self.task_id.encode(),
                 value=request.encode(),
             )
@@ -401,14 +383,12 @@ class Run:
         self.announce(event)
         self._observe_run()
         metrics.TASKS_FINISHED.labels(status.value, *self.labels()).inc()
-        level = logging.INFO if status is Status.SUCCEEDED else logging.WARNING
-        if log.isEnabledFor(level) and status is not Status.SUCCEEDED:
-            log.log(
-                level,
+        if status is not Status.SUCCEEDED:
+            log.warning(
                 "task %s: %s",
                 status.value,
                 error,
-                extra={"task_id": self.task_id, "team": self.envelope["team"], "status": status},
+                extra={"task_id": self.task_id, "team": self.request.team, "status": status},
             )
 
 

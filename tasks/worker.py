@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from prometheus_client import multiprocess
 from core import redis_keys
 from core.celery_app import make_celery, task_name
 from core.logs import configure_logging
+from core.messages import CeleryEnvelope, MalformedMessage
 from core.settings import Settings
 from core.status import Status
 from tasks.execution import Resources, Routine, Run, load_routine
@@ -61,6 +63,20 @@ class WorkerState:
                 self._resources = None
 
 
+def readable(resources: Resources, envelopes: Iterable[Any]) -> Iterator[CeleryEnvelope]:
+    """The envelopes of a Celery message; one that cannot be read goes to the dead-letter
+    topic with the reason, and the others still run."""
+    for body in envelopes:
+        try:
+            yield CeleryEnvelope.from_json(body)
+        except MalformedMessage as exc:
+            resources.dead_letters.send(
+                orjson.dumps(body, default=repr),
+                reason=f"unreadable task envelope: {exc.reason}",
+                task_id=exc.task_id,
+            )
+
+
 def build_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings, "tasks")
     state = WorkerState(settings)
@@ -75,7 +91,7 @@ def _register(app: Celery, state: WorkerState, name: str, spec: Any, function: R
     def run(self: Task, *envelopes: dict[str, Any]) -> None:
         # Usually one task; tiny routines may carry several, run one after the other.
         resources = state.resources()
-        for envelope in envelopes:
+        for envelope in readable(resources, envelopes):
             Run(resources, spec, function, envelope).execute()
 
     run.__name__ = f"routine_{name}"
@@ -160,12 +176,13 @@ def _connect_signals(app: Celery, state: WorkerState) -> None:
         if not isinstance(exception, TimeLimitExceeded) or not args:
             return
         resources = state.resources()
-        for envelope in args:
-            spec = settings.routine_table.get(envelope.get("routine", ""))
-            if spec is None or resources.redis.exists(redis_keys.outcome(envelope["task_id"])):
+        for envelope in readable(resources, args):
+            task_id = envelope.request.task_id
+            spec = settings.routine_table.get(envelope.request.routine)
+            if spec is None or resources.redis.exists(redis_keys.outcome(task_id)):
                 continue  # ended before the limit struck (an earlier task of the message)
             run = Run(resources, spec, lambda payload: None, envelope)
-            run.attempt = int(resources.redis.get(redis_keys.attempts(envelope["task_id"])) or 0)
+            run.attempt = int(resources.redis.get(redis_keys.attempts(task_id)) or 0)
             run.finish(
                 Status.FAILED,
                 error=f"timed out: killed at its hard time limit of {spec.hard_timeout:g}s",

@@ -3,6 +3,7 @@ out in one pipelined round trip, each where it belongs, with its arguments reada
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from redis.connection import AbstractConnection
 
 from bridge.dispatcher import CeleryDispatcher, Dispatch
 from core.celery_app import make_celery
+from core.messages import CeleryEnvelope, TaskRequest, utcnow
 from core.priority import Priority
 from core.settings import Settings
 
@@ -35,11 +37,16 @@ def dispatcher(stack: Settings) -> Iterator[tuple[CeleryDispatcher, redis.Redis]
         client.close()
 
 
-def _dispatch(task_id: str, queue: Priority) -> Dispatch:
-    envelope = {"task_id": task_id, "routine": "noop", "payload": {"n": 1}}
-    return Dispatch(
-        task_id=task_id, routine="noop", queue=queue, envelope=envelope, dispatch=0, retries=0
+def _dispatch(name: str, queue: Priority) -> Dispatch:
+    request = TaskRequest(
+        task_id=str(uuid.uuid5(uuid.NAMESPACE_OID, name)),
+        team="alpha",
+        routine="noop",
+        priority=queue,
+        accepted_at=utcnow(),
+        payload={"n": 1},
     )
+    return Dispatch(CeleryEnvelope(request, queue))
 
 
 def _step(round_: int) -> list[list[Dispatch]]:
@@ -78,5 +85,5 @@ def test_each_message_names_its_tasks_and_shows_their_arguments(
     message = orjson.loads(client.lindex(Priority.MEDIUM.value, 0))  # type: ignore[arg-type]
     headers = message["headers"]
     assert headers["task"] == "routine.noop"
-    assert headers["id"] == "m0a+1"  # two tasks in one message
-    assert orjson.loads(headers["argsrepr"]) == [item.envelope for item in step[1]]
+    assert headers["id"] == f"{step[1][0].task_id}+1"  # two tasks in one message
+    assert orjson.loads(headers["argsrepr"]) == [item.envelope.to_json() for item in step[1]]

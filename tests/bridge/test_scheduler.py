@@ -89,3 +89,19 @@ def test_batches_of_one_routine_keep_the_shares_between_priorities() -> None:
     counts = Counter(taken[:600])
     # Eight at a time, the long-run shares still follow 6:3:1 (within one batch each).
     assert abs(counts[H] - 360) <= 8 and abs(counts[M] - 180) <= 8 and abs(counts[L] - 60) <= 8
+
+
+def test_taking_one_like_the_next_follows_the_same_turns_as_take() -> None:
+    """Production takes with `peek` + `take_like` (tiny tasks share a message); both must
+    be the one round-robin step, so the order is the same."""
+    taking: PriorityScheduler[str] = PriorityScheduler(WEIGHTS)
+    peeking: PriorityScheduler[str] = PriorityScheduler(WEIGHTS)
+    for scheduler in (taking, peeking):
+        for queue, count in ((H, 70), (M, 20), (L, 40)):
+            _fill(scheduler, queue, count, team="a")
+            _fill(scheduler, queue, count // 2, team="b")
+    expected = [w.item for w in taking.take(500)]
+    got = []
+    while (upcoming := peeking.peek()) is not None:
+        got.extend(w.item for w in peeking.take_like(upcoming, 1, lambda a, b: True))
+    assert got == expected

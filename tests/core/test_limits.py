@@ -15,7 +15,14 @@ from kombu.utils import json as kombu_json
 
 from app.submission import parse_submission
 from core.limits import PAYLOAD_DEPTH_CEILING, json_depth, truncate
-from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event, decode_request
+from core.messages import (
+    CeleryEnvelope,
+    MalformedMessage,
+    StatusEvent,
+    TaskRequest,
+    decode_event,
+    decode_request,
+)
 from core.priority import Priority
 from core.settings import ConfigError, load_settings
 from core.status import Status
@@ -63,9 +70,9 @@ def _every_hop(payload: dict[str, Any]) -> None:
     request = _request(payload)
     value = request.encode()
     assert decode_request(value).payload == payload
-    envelope = {"task_id": TASK_ID, "payload": payload, "queue": "high"}
-    args = [envelope]
+    args = [CeleryEnvelope(request, Priority.HIGH).to_json()]
     assert kombu_json.loads(kombu_json.dumps([args, {}, {}]))[0] == args  # Celery's body
+    assert CeleryEnvelope.from_json(args[0]).request.payload == payload
     orjson.dumps(args)  # the argument text the bridge gives Celery
     accepted = StatusEvent(
         task_id=TASK_ID, status=Status.ACCEPTED, team="alpha", routine="echo",

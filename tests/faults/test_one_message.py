@@ -24,7 +24,7 @@ from core import redis_keys
 from core.celery_app import make_celery
 from core.dead_letters import DeadLetters
 from core.kafka import ensure_topics, make_consumer, make_producer
-from core.messages import StatusEvent, TaskRequest, utcnow, uuid7_text
+from core.messages import CeleryEnvelope, StatusEvent, TaskRequest, utcnow, uuid7_text
 from core.priority import Priority
 from core.routing import RoutingPolicy
 from core.settings import Settings, load_settings
@@ -143,17 +143,7 @@ def test_worker_ends_a_task_failed_when_its_started_event_is_refused(
         stack,
     )
     spec = stack.routine_table["echo"]
-    envelope = {
-        "task_id": request.task_id,
-        "team": request.team,
-        "routine": request.routine,
-        "priority": request.priority.value,
-        "queue": "high",
-        "payload": request.payload,
-        "accepted_at": request.accepted_at.isoformat(),
-        "dispatch": 0,
-        "retries": 0,
-    }
+    envelope = CeleryEnvelope(request, Priority.HIGH)
     try:
         Run(resources, spec, load_routine("echo", spec), envelope).execute()
         kept = resources.redis.get(redis_keys.outcome(request.task_id))

@@ -1,0 +1,117 @@
+"""The bridge's intake: one Kafka message becomes a task waiting for dispatch (checked,
+routed, announced ACCEPTED), or a dead letter with its reason."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from confluent_kafka import Message
+
+from bridge.announce import Announcer, Pending, PendingTask
+from bridge.scheduler import Waiting
+from core.dead_letters import Source, Stopping
+from core.messages import MalformedMessage, TaskRequest, decode_request
+from core.routing import Route, RoutingError, RoutingPolicy
+from core.status_publisher import EventRefused
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self, team_by_topic: dict[str, str], policy: RoutingPolicy, announcer: Announcer
+    ) -> None:
+        self.team_by_topic = team_by_topic
+        self.policy = policy
+        self.announcer = announcer
+
+    def take(self, message: Message, source: Source, now: float) -> PendingTask | None:
+        """The message as a task waiting for dispatch, or None once it is dead-lettered
+        (whatever went wrong with it; only Stopping is raised)."""
+        request: TaskRequest | None = None
+        try:
+            request = decode_request(message.value())
+            return self._take_in(request, message, source, now)
+        except MalformedMessage as exc:
+            self._dead_letter(message, source, exc.reason, exc.task_id, exc.team)
+        except (RoutingError, EventRefused) as exc:
+            assert request is not None
+            self._dead_letter(message, source, str(exc), request.task_id, request.team, request)
+        except Stopping:
+            raise
+        except Exception as exc:
+            # A fault of ours, met on this message: it must not stop every team's tasks.
+            task_id = request.task_id if request else None
+            log.exception("cannot take a request in", extra={"task_id": task_id})
+            self._dead_letter(
+                message,
+                source,
+                f"internal error while taking the request in: {exc!r}",
+                task_id,
+                request.team if request else None,
+                request,
+            )
+        return None
+
+    def _take_in(
+        self, request: TaskRequest, message: Message, source: Source, now: float
+    ) -> PendingTask:
+        """Check and route one request and announce it ACCEPTED; raises MalformedMessage,
+        RoutingError or EventRefused for a request that must be dead-lettered."""
+        if request.team != self.team_by_topic.get(source.topic):
+            raise MalformedMessage(
+                f"team {request.team!r} does not match topic {source.topic}",
+                task_id=request.task_id,
+                team=request.team,
+            )
+        route = self.policy.route(
+            task_id=request.task_id,
+            team=request.team,
+            routine=request.routine,
+            priority=request.priority,
+            accepted_at=request.accepted_at,
+            count_flood=request.is_first_delivery,
+        )
+        if request.is_first_delivery:
+            self.announcer.accepted(request, len(message.value() or b""))
+        tp = (source.topic, source.partition)
+        return Waiting(
+            item=Pending(request, route, tp, source.offset),
+            queue=route.queue,
+            team=request.team,
+            release_at=_release_time(request, route, now),
+            partition_key=tp,
+        )
+
+    def _dead_letter(
+        self,
+        message: Message,
+        source: Source,
+        reason: str,
+        task_id: str | None,
+        team: str | None,
+        request: TaskRequest | None = None,
+    ) -> None:
+        team = team or (self.team_by_topic.get(source.topic) if task_id else None)
+        self.announcer.dead_letter(
+            message.value(),
+            message.key(),
+            source,
+            reason,
+            task_id=task_id,
+            team=team,
+            request=request,
+        )
+
+
+def _release_time(request: TaskRequest, route: Route, now: float) -> float:
+    """When (on the monotonic clock) the task may be dispatched: now, or the later of its
+    stagger and its retry's backoff."""
+    wall = max(
+        (t for t in (route.release_at, request.not_before) if t is not None),
+        default=None,
+    )
+    if wall is None:
+        return 0.0
+    return now + (wall - datetime.now(UTC)).total_seconds()

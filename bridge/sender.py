@@ -1,0 +1,198 @@
+"""The bridge's dispatch: as many waiting tasks as the workers have room for, in the
+scheduler's order, onto their Celery queues.
+
+A newcomer whose priority has nothing waiting takes a fast lane (its queue may hold as
+many tasks as there are worker slots, so it is next in line when one frees); the rest
+wait in the scheduler. Room is read from the broker once per step (bridge.dispatcher).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import orjson
+import redis
+from celery.exceptions import CeleryError
+from kombu.exceptions import KombuError
+
+from bridge.announce import Announcer, Pending, PendingTask
+from bridge.dispatcher import FINISHED, Capacity, CeleryDispatcher, Dispatch
+from bridge.offsets import OffsetTracker
+from bridge.scheduler import PriorityScheduler
+from core import metrics
+from core.dead_letters import Source
+from core.messages import CeleryEnvelope, utcnow
+from core.priority import Priority
+from core.routing import RoutingPolicy
+
+log = logging.getLogger(__name__)
+
+
+def _same_routine(first: Pending, other: Pending) -> bool:
+    return first.request.routine == other.request.routine
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        dispatcher: CeleryDispatcher,
+        scheduler: PriorityScheduler[Pending],
+        policy: RoutingPolicy,
+        announcer: Announcer,
+        offsets: OffsetTracker,
+        headroom: int | None,
+        warn: Callable[[str], None],
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.scheduler = scheduler
+        self.policy = policy
+        self.announcer = announcer
+        self.offsets = offsets
+        self.headroom = headroom
+        self.warn = warn
+        self.capacity: Capacity | None = None
+        self.fast: list[PendingTask] = []
+        self._pushed_since_read = 0
+
+    def read_capacity(self) -> None:
+        try:
+            self.capacity = capacity = self.dispatcher.capacity()
+            self._pushed_since_read = 0
+            for queue, depth in capacity.queued.items():
+                metrics.QUEUE_DEPTH.labels(queue.value).set(depth)
+            metrics.RESERVED.set(capacity.reserved)
+            metrics.WORKER_SLOTS.set(capacity.slots)
+        except redis.RedisError as exc:
+            self.warn(f"cannot read the broker's queues: {exc}")
+            self.capacity = None
+
+    def admit(self, waiting: PendingTask, now: float) -> None:
+        """A task taken in: straight to the fast lane if it may skip the wait, else to
+        the scheduler."""
+        if (
+            waiting.release_at <= now
+            and self.scheduler.waiting(waiting.queue) == 0
+            and self._fast_room(waiting.queue) > 0
+        ):
+            self.fast.append(waiting)
+        else:
+            self.scheduler.add(waiting, now)
+
+    def _fast_room(self, queue: Priority) -> int:
+        """How many newcomers of this priority may skip the wait: the queue may hold as
+        many as there are worker slots, so each is next in line when a slot frees."""
+        if self.capacity is None:
+            return 0
+        sent = sum(1 for w in self.fast if w.queue is queue)
+        return self.capacity.slots - self.capacity.queued[queue] - sent
+
+    def _window(self, capacity: Capacity) -> int:
+        return capacity.slots + (capacity.slots if self.headroom is None else self.headroom)
+
+    def dispatch(self, now: float) -> None:
+        self.scheduler.release_due(now)
+        messages = [[waiting] for waiting in self.fast]
+        self.fast = []
+        if self.capacity is not None:
+            free = (
+                self._window(self.capacity)
+                - self.capacity.in_flight
+                - self._pushed_since_read
+                - len(messages)
+            )
+            if free > 0:
+                messages.extend(self._fill(free))
+            elif self.capacity.slots == 0 and self.scheduler.ready_count:
+                self.warn(f"no worker is running; {self.scheduler.ready_count} tasks wait")
+        if messages:
+            self._send(messages, now)
+
+    def _fill(self, free: int) -> list[list[PendingTask]]:
+        """Up to `free` Celery messages, in the scheduler's order. Consecutive tasks of a
+        routine that allows it share a message (up to its `batch`), so tiny tasks do not
+        each pay Celery's per-message cost; the order in which tasks start is unchanged."""
+        messages: list[list[PendingTask]] = []
+        while len(messages) < free:
+            upcoming = self.scheduler.peek()
+            if upcoming is None:
+                break
+            spec = self.policy.routines.get(upcoming.item.request.routine)
+            limit = spec.batch if spec is not None else 1
+            messages.append(self.scheduler.take_like(upcoming, limit, _same_routine))
+        return messages
+
+    def _send(self, messages: list[list[PendingTask]], now: float) -> None:
+        picked = [waiting for message in messages for waiting in message]
+        batch = [_to_dispatch(w.item) for w in picked]
+        # Stamped before publishing: a worker may finish a task before this loop emits
+        # its QUEUED event, and the timeline must still read QUEUED before STARTED.
+        queued_at = utcnow()
+        try:
+            previous = self.dispatcher.seen(batch)
+            claimed = iter(zip(batch, previous, strict=True))
+            outgoing = []
+            for message in messages:
+                parts = [next(claimed) for _ in message]
+                fresh = [item for item, old in parts if old is None]
+                if fresh:
+                    outgoing.append(fresh)
+            refused = self.dispatcher.publish(outgoing)
+        except (redis.RedisError, KombuError, CeleryError, OSError) as exc:
+            self.warn(f"cannot publish to the Celery broker, will retry: {exc}")
+            for waiting in picked:
+                self.scheduler.add(waiting, now)
+            self.capacity = None
+            return
+        try:
+            self.dispatcher.mark(
+                [item for message in outgoing for item in message if item.task_id not in refused]
+            )
+        except redis.RedisError as exc:
+            # Published but not marked: a redelivery would publish again, which the
+            # workers' outcome and lease checks make harmless.
+            self.warn(f"could not mark dispatched tasks: {exc}")
+        self._pushed_since_read += len(outgoing)
+        for waiting, item, old in zip(picked, batch, previous, strict=True):
+            pending = waiting.item
+            if old is None and item.task_id in refused:
+                self._dead_letter(pending, refused[item.task_id])
+                continue
+            if old is None:
+                metrics.DISPATCHED.labels(item.queue.value, pending.request.team).inc()
+                if pending.route.detail and "demoted_from" in pending.route.detail:
+                    metrics.DEMOTIONS.labels(
+                        pending.request.team, pending.route.detail["demoted_from"]
+                    ).inc()
+            if old != FINISHED:
+                # A duplicate re-announces its QUEUED event (same event id: recorded once).
+                queue = item.queue if old is None else Priority(old)
+                self.announcer.queued(pending, queue, queued_at)
+            self.offsets.done(pending.tp, pending.offset)
+
+    def _dead_letter(self, pending: Pending, reason: str) -> None:
+        """Dead-letter a request that was taken in but cannot be dispatched."""
+        request = pending.request
+        try:
+            value = request.encode()
+        except TypeError:
+            value = orjson.dumps({"task_id": request.task_id, "team": request.team})
+        self.announcer.dead_letter(
+            value,
+            request.task_id.encode(),
+            Source(*pending.tp, pending.offset),
+            reason,
+            task_id=request.task_id,
+            team=request.team,
+            request=request,
+        )
+        self.offsets.done(pending.tp, pending.offset)
+
+    def drop(self, keys: set[tuple[str, int]]) -> None:
+        """Forget fast-lane tasks of partitions no longer ours."""
+        self.fast = [w for w in self.fast if w.partition_key not in keys]
+
+
+def _to_dispatch(pending: Pending) -> Dispatch:
+    return Dispatch(CeleryEnvelope(pending.request, pending.route.queue))
