@@ -36,6 +36,11 @@ def _nested(depth: int) -> str:
     return '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
 
 
+def _post_text(api: httpx.Client, path: str, body: str) -> httpx.Response:
+    """POST a JSON body written by hand (one too deep for any encoder, say)."""
+    return api.post(path, content=body, headers={"Content-Type": "application/json"})
+
+
 def _request_overhead(settings: Settings) -> int:
     """Bytes an echo request adds around a payload {"b": "<n characters>"}."""
     sample = TaskRequest(
@@ -98,11 +103,8 @@ def test_every_size_near_the_limits_is_a_clear_4xx_or_a_task_that_ends(
     accepted: list[str] = []
     refused = 0
     for size in sizes:
-        response = api.post(
-            "/api/v1/tasks",
-            content=f'{{"team":"alpha","routine":"echo","payload":{{"b":"{"x" * size}"}}}}',
-            headers={"Content-Type": "application/json"},
-        )
+        body = f'{{"team":"alpha","routine":"echo","payload":{{"b":"{"x" * size}"}}}}'
+        response = _post_text(api, "/api/v1/tasks", body)
         _check_answer(response, accepted)
         refused += response.status_code == 413
     assert accepted and refused, (len(accepted), refused)
@@ -118,10 +120,8 @@ def test_every_size_near_the_limits_is_a_clear_4xx_or_a_task_that_ends(
 def test_a_deep_payload_is_a_4xx_never_a_500(
     stack: Settings, api: httpx.Client, depth: int
 ) -> None:
-    response = api.post(
-        "/api/v1/tasks",
-        content=f'{{"team":"alpha","routine":"noop","payload":{_nested(depth)}}}',
-        headers={"Content-Type": "application/json"},
+    response = _post_text(
+        api, "/api/v1/tasks", f'{{"team":"alpha","routine":"noop","payload":{_nested(depth)}}}'
     )
     assert 400 <= response.status_code < 500, response.text[:300]
     error = response.json()["error"]
@@ -140,11 +140,8 @@ def test_a_deep_payload_is_a_4xx_never_a_500(
 def test_a_payload_as_deep_as_allowed_runs(
     stack: Settings, api: httpx.Client, engine: Engine
 ) -> None:
-    response = api.post(
-        "/api/v1/tasks",
-        content=f'{{"team":"alpha","routine":"echo","payload":{_nested(stack.payload_max_depth)}}}',
-        headers={"Content-Type": "application/json"},
-    )
+    body = f'{{"team":"alpha","routine":"echo","payload":{_nested(stack.payload_max_depth)}}}'
+    response = _post_text(api, "/api/v1/tasks", body)
     assert response.status_code == 202, response.text[:300]
     task_id = response.json()["task_id"]
     assert wait_terminal(engine, [task_id]) == {task_id: "SUCCEEDED"}
@@ -161,9 +158,7 @@ def test_a_batch_answers_each_item_on_its_own(
         f'{{"team":"alpha","routine":"echo","payload":{{"b":"{"x" * (too_big - 100)}"}}}}'
         "]}"
     )
-    response = api.post(
-        "/api/v1/tasks/batch", content=body, headers={"Content-Type": "application/json"}
-    )
+    response = _post_text(api, "/api/v1/tasks/batch", body)
     assert response.status_code == 202, response.text[:300]
     results = response.json()["results"]
     assert [r["status_code"] for r in results] == [202, 422, 413]
