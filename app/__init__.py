@@ -1,5 +1,5 @@
 """The HTTP API (Flask). `create_app(settings)` builds it; gunicorn serves
-`app:create_app()`; `flask --app app keys create <team>` issues keys."""
+`app:create_app()`; `flask --app app keys create <team>` issues keys (app/cli.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from core.settings import Settings, load_settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     from app import (
-        auth,
+        cli,
         dashboard,
         errors,
         health,
@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         task_events_api,
         tasks_api,
     )
+    from app.api import api_blueprint
     from app.services import Services
 
     settings = settings or load_settings()
@@ -29,7 +30,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskplatform"] = Services(settings)
     errors.register_error_handlers(app)
     metrics.install(app)
-    for module in (tasks_api, health, openapi, stats_api, task_events_api, dashboard):
+    app.register_blueprint(
+        api_blueprint(
+            [
+                (tasks_api.blueprint, "/tasks"),
+                (task_events_api.blueprint, "/tasks"),
+                (stats_api.blueprint, "/stats"),
+            ]
+        )
+    )
+    for module in (health, openapi, dashboard):
         app.register_blueprint(module.blueprint)
-    auth.register_cli(app)
+    cli.register_cli(app)
     return app

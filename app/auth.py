@@ -13,13 +13,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-import click
-from flask import Flask, current_app, request
-from sqlalchemy import Engine, func, insert, select, update
+from flask import request
+from sqlalchemy import Engine, insert, select
 
 from app.errors import Forbidden, Unauthorized
 from core.schema import api_keys
-from core.settings import Settings
 
 CACHE_SECONDS = 30.0
 
@@ -33,9 +31,15 @@ class Principal:
     def may_act_for(self, team: str) -> bool:
         return self.is_admin or self.team == team
 
-    def check_team(self, team: str) -> None:
-        if not self.may_act_for(team):
+    def scope(self, team: str | None) -> str | None:
+        """The team a query or a submission of this key covers: for an admin, `team` as
+        asked (None: every team); for a team key, its own team. Raises Forbidden when a
+        team key asks for another team."""
+        if self.is_admin:
+            return team
+        if team is not None and team != self.team:
             raise Forbidden(f"this key belongs to team {self.team!r}, not {team!r}")
+        return self.team
 
 
 def hash_key(key: str) -> str:
@@ -109,47 +113,3 @@ def authenticate(store: KeyStore) -> Principal:
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return principal
-
-
-def register_cli(app: Flask) -> None:
-    @app.cli.group("keys")
-    def keys() -> None:
-        """Issue and revoke API keys."""
-
-    @keys.command("create")
-    @click.argument("team", required=False)
-    @click.option("--admin", is_flag=True, help="a key that may act for any team")
-    def create(team: str | None, admin: bool) -> None:
-        """Print a new key for TEAM (shown once; only its hash is stored)."""
-        from app.services import services
-
-        settings: Settings = current_app.config["SETTINGS"]
-        if admin and team:
-            raise click.UsageError("an admin key belongs to no team; give --admin or a team")
-        if not admin:
-            if not team:
-                raise click.UsageError("name a team, or pass --admin")
-            if team not in settings.teams:
-                raise click.UsageError(
-                    f"unknown team {team!r}; TEAMS is {','.join(settings.teams)}"
-                )
-        key_id, key = create_key(services().engine, team=team, admin=admin)
-        click.echo(key)
-        who = "admin" if admin else f"team {team}"
-        click.echo(f"key {key_id} for {who}: store it now, it is not shown again", err=True)
-
-    @keys.command("revoke")
-    @click.argument("key_id")
-    def revoke(key_id: str) -> None:
-        """Revoke the key with this id (the part after `tpk_`)."""
-        from app.services import services
-
-        with services().engine.begin() as conn:
-            done = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=func.now())
-            ).rowcount
-        if not done:
-            raise click.ClickException(f"no active key with id {key_id!r}")
-        click.echo(f"revoked {key_id}")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Self
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError
@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     status = 400
     code = "bad_request"
+    field: str | None = None  # the request field the error is about, if one
 
     def __init__(
         self,
@@ -34,6 +35,20 @@ class ApiError(Exception):
             self.status = status
         if code is not None:
             self.code = code
+
+    @classmethod
+    def about(cls, field: str, message: str, *, value: str | None = None) -> Self:
+        """An error about one field of the request. Its message is `<field>: <message>`
+        (then the value, quoted, if given), and its details name the field, so clients
+        and our own code read `field` instead of parsing the text."""
+        entry: dict[str, Any] = {"field": field, "message": message}
+        summary = f"{field}: {message}"
+        if value is not None:
+            entry["value"] = value
+            summary += f" {value!r}"
+        error = cls(summary, details=[entry])
+        error.field = field
+        return error
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}

@@ -1,5 +1,5 @@
-"""The API process's long-lived clients, built on first use (after gunicorn forks) and
-closed when the worker exits."""
+"""The API process's long-lived clients and shared state, each built once on first use
+(after gunicorn forks) and closed when the worker exits."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from app.accepted_cache import AcceptedCache
 from app.auth import KeyStore
 from app.kafka_submitter import KafkaSubmitter
 from app.rate_limit import RateLimiter
+from app.sse import StreamSlots
+from app.stats_store import StatsStore
 from app.submission import Submission
 from core.db import make_engine
 from core.routing import RoutingPolicy
@@ -61,6 +63,18 @@ class Services:
     @property
     def submission(self) -> Submission:
         return self._lazy("submission", self._build_submission)
+
+    @property
+    def stats_store(self) -> StatsStore:
+        """The stream statistics the recorder keeps in Redis."""
+        return self._lazy("stats_store", lambda: StatsStore(self.redis))
+
+    @property
+    def stream_slots(self) -> StreamSlots:
+        """This process's live-stream slots: a quarter of API_THREADS, at least one."""
+        return self._lazy(
+            "stream_slots", lambda: StreamSlots(max(1, self.settings.api_threads // 4))
+        )
 
     def _build_submission(self) -> Submission:
         cache = AcceptedCache(self.redis)

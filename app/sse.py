@@ -13,12 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from flask import Response, current_app
+from flask import Response
 
 from app.errors import TooManyRequests
-
-_EXTENSION = "taskplatform.stream_slots"
-_lock = threading.Lock()
 
 
 def sse_event(event: str, data: Any, *, event_id: str | None = None) -> bytes:
@@ -61,15 +58,10 @@ class StreamSlots:
 
 
 def stream_slots() -> StreamSlots:
-    """This process's slots: a quarter of API_THREADS, at least one."""
-    slots = current_app.extensions.get(_EXTENSION)
-    if slots is None:
-        with _lock:
-            slots = current_app.extensions.get(_EXTENSION)
-            if slots is None:
-                threads = current_app.config["SETTINGS"].api_threads
-                slots = current_app.extensions[_EXTENSION] = StreamSlots(max(1, threads // 4))
-    return slots
+    """This process's slots (held by `Services`)."""
+    from app.services import services  # services imports this module
+
+    return services().stream_slots
 
 
 def sse_response(chunks: Iterator[bytes], slots: StreamSlots) -> Response:

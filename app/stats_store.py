@@ -1,20 +1,14 @@
 """Reads the stream-statistics snapshot and chart history that the recorder keeps in Redis
-(keys in core/stream_stats.py). One client per API process, built on first use."""
+(keys in core/stream_stats.py). One store per API process, held by `Services`."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import orjson
 import redis
-from flask import current_app
 
-from core.settings import Settings
 from core.stream_stats import SNAPSHOT_KEY, history_key
-
-_EXTENSION = "taskplatform.stats_store"
-_lock = threading.Lock()
 
 
 class StatsUnavailable(Exception):
@@ -48,16 +42,7 @@ class StatsStore:
 
 
 def stats_store() -> StatsStore:
-    """This process's store, built on first use (after gunicorn has forked)."""
-    extensions = current_app.extensions
-    store = extensions.get(_EXTENSION)
-    if store is None:
-        with _lock:
-            store = extensions.get(_EXTENSION)
-            if store is None:
-                settings: Settings = current_app.config["SETTINGS"]
-                client = redis.Redis.from_url(
-                    settings.redis_url, socket_timeout=1, socket_connect_timeout=1
-                )
-                store = extensions[_EXTENSION] = StatsStore(client)
-    return store
+    """This process's store (held by `Services`)."""
+    from app.services import services  # services imports this module
+
+    return services().stats_store

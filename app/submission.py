@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.accepted_cache import AcceptedCache
 from app.auth import Principal
-from app.errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, ValidationFailed
+from app.errors import ApiError, PayloadTooLarge, TooManyRequests, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
 from app.metrics import SUBMITTED
 from app.rate_limit import RateLimiter
@@ -171,19 +171,17 @@ class Submission:
 
     def _request(self, principal: Principal, item: SubmitRequest, now: datetime) -> TaskRequest:
         if item.team not in self.settings.teams:
-            raise ValidationFailed(
-                f"team: unknown team {item.team!r}",
-                details=[{"field": "team", "message": "unknown team", "value": item.team}],
-            )
-        if not principal.may_act_for(item.team):
-            raise Forbidden(f"this key belongs to team {principal.team!r}, not {item.team!r}")
+            raise ValidationFailed.about("team", "unknown team", value=item.team)
+        principal.scope(item.team)
+        # The routine first, then the priority it may have: each error names its field.
+        try:
+            self.policy.spec(item.routine)
+        except RoutingError as exc:
+            raise ValidationFailed.about("routine", str(exc)) from None
         try:
             priority = self.policy.check(item.routine, item.priority)
         except RoutingError as exc:
-            field = "priority" if "priority" in str(exc) else "routine"
-            raise ValidationFailed(
-                f"{field}: {exc}", details=[{"field": field, "message": str(exc)}]
-            ) from None
+            raise ValidationFailed.about("priority", str(exc)) from None
         if item.idempotency_key is not None:
             task_id = str(idempotent_task_id(item.team, item.idempotency_key))
         else:

@@ -11,31 +11,26 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.auth import Principal, authenticate
+from app.api import principal
 from app.errors import BadRequest, NotFound, Unavailable
 from app.http import json_response, query_args
 from app.queries import load_events
 from app.services import services
-from app.sse import sse_comment, sse_event, sse_response, sse_retry, stream_slots
+from app.sse import sse_comment, sse_event, sse_response, sse_retry
 from core.messages import TaskRequest, event_id
 from core.schema import tasks
 from core.status import Status
 
-blueprint = Blueprint("task_events", __name__, url_prefix="/api/v1/tasks")
+blueprint = Blueprint("task_events", __name__, url_prefix="/tasks")
 
 FOLLOW_SECONDS = 600  # a follow stream's longest life
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 10.0
 _FOLLOW = {"1": True, "true": True, "0": False, "false": False}
-
-
-@blueprint.before_request
-def _authenticate() -> None:
-    g.principal = authenticate(services().keys)
 
 
 def _task_team(engine: Engine, task_id: uuid.UUID) -> str | None:
@@ -72,13 +67,12 @@ def read_events(task_id: str) -> Response:
     except ValueError:
         raise NotFound(f"no task {task_id!r}: task ids are UUIDs") from None
     engine = services().engine
-    principal: Principal = g.principal
     try:
         team = _task_team(engine, parsed)
         cached = _just_accepted(parsed) if team is None else None
         team = cached.team if cached is not None else team
         # Another team's task is reported as missing: its existence is not ours to reveal.
-        if team is None or not principal.may_act_for(team):
+        if team is None or not principal().may_act_for(team):
             raise NotFound(f"no task {task_id}")
         if not _FOLLOW[follow_text]:
             recorded = load_events(engine, parsed)
@@ -88,7 +82,7 @@ def read_events(task_id: str) -> Response:
     except SQLAlchemyError:
         raise Unavailable("the task store cannot be reached; retry shortly") from None
     chunks = _follow(engine, parsed, FOLLOW_SECONDS, cached)
-    slots = stream_slots()
+    slots = services().stream_slots
     slots.take()
     return sse_response(chunks, slots)
 

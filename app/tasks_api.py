@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 
 from app.accepted_cache import as_task_body
-from app.auth import Principal, authenticate
+from app.api import principal
 from app.errors import (
     ApiError,
     BadRequest,
-    Forbidden,
     NotFound,
     TooManyRequests,
     Unavailable,
@@ -24,24 +23,15 @@ from app.services import services
 from app.submission import Accepted, SubmitRequest, parse_submission
 from core.status import Status
 
-blueprint = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
+blueprint = Blueprint("tasks", __name__, url_prefix="/tasks")
 
 MAX_PAGE = 500
-
-
-@blueprint.before_request
-def _authenticate() -> None:
-    g.principal = authenticate(services().keys)
-
-
-def _principal() -> Principal:
-    return g.principal
 
 
 @blueprint.post("")
 def submit_one() -> Response:
     item = parse_submission(read_json())
-    (outcome,) = services().submission.submit(_principal(), [item])
+    (outcome,) = services().submission.submit(principal(), [item])
     if isinstance(outcome, ApiError):
         raise outcome
     return json_response(outcome.body(), 202, {"Location": outcome.body()["links"]["self"]})
@@ -64,7 +54,7 @@ def submit_batch() -> Response:
             parsed.append(parse_submission(item))
         except ApiError as exc:
             parsed.append(exc)
-    outcomes = services().submission.submit(_principal(), parsed)
+    outcomes = services().submission.submit(principal(), parsed)
     results: list[dict[str, Any]] = []
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, Accepted):
@@ -95,7 +85,7 @@ def read_one(task_id: str) -> Response:
         cached = services().submission.cache.requests([str(parsed)]).get(str(parsed))
         task = as_task_body(cached) if cached is not None else None
     # Another team's task is reported as missing: its existence is not ours to reveal.
-    if task is None or not _principal().may_act_for(task["team"]):
+    if task is None or not principal().may_act_for(task["team"]):
         raise NotFound(f"no task {task_id}")
     return json_response(task)
 
@@ -103,15 +93,10 @@ def read_one(task_id: str) -> Response:
 @blueprint.get("")
 def read_page() -> Response:
     args = query_args({"team", "status", "routine", "limit", "cursor"})
-    principal = _principal()
     team = args.get("team")
-    settings = services().settings
-    if team is not None and team not in settings.teams:
+    if team is not None and team not in services().settings.teams:
         raise BadRequest(f"team: unknown team {team!r}")
-    if not principal.is_admin:
-        if team is not None and team != principal.team:
-            raise Forbidden(f"this key belongs to team {principal.team!r}, not {team!r}")
-        team = principal.team
+    team = principal().scope(team)
     status = args.get("status")
     if status is not None and status not in Status.__members__:
         raise BadRequest(f"status: {status!r} is not one of {', '.join(Status.__members__)}")
