@@ -108,7 +108,7 @@ class RoutingPolicy:
         quota = self.quota.get(queue)
         if count_flood and quota is not None:
             sent = self.flood.add(team, queue)
-            if sent > quota and queue is not Priority.LOW:
+            if sent > quota and queue is not Priority.lowest():
                 demoted = queue.demoted()
                 detail["demoted_from"] = queue.value
                 detail["reason"] = (
@@ -117,7 +117,7 @@ class RoutingPolicy:
                 )
                 queue = demoted
         release_at = None
-        if spec.stagger and queue is not Priority.HIGH:
+        if spec.stagger and queue is not Priority.highest():
             offset = stagger_fraction(task_id) * spec.stagger
             release_at = accepted_at + timedelta(seconds=offset)
             detail["staggered_by_seconds"] = round(offset, 3)

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from core.limits import Limits
-from core.priority import Priority, parse_priority_map
+from core.priority import DEFAULT_WEIGHTS, Priority, parse_priority_map
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 FUNCTION_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -80,7 +80,7 @@ class RoutineSpec(BaseModel):
     def highest_priority(self) -> Priority:
         if self.max_priority is not None:
             return self.max_priority
-        return Priority.MEDIUM if self.type is RoutineType.BATCH else Priority.HIGH
+        return Priority.MEDIUM if self.type is RoutineType.BATCH else Priority.highest()
 
     @property
     def hard_timeout(self) -> float:
@@ -113,11 +113,7 @@ class Settings(BaseSettings):
     # Teams, routines and priorities.
     teams: Annotated[list[str], NoDecode] = ["alpha", "bravo", "charlie"]
     routines: dict[str, RoutineSpec] = Field(default_factory=dict)
-    priority_weights: Annotated[dict[Priority, int], NoDecode] = {
-        Priority.HIGH: 6,
-        Priority.MEDIUM: 3,
-        Priority.LOW: 1,
-    }
+    priority_weights: Annotated[dict[Priority, int], NoDecode] = dict(DEFAULT_WEIGHTS)
     flood_window_seconds: float = Field(default=10.0, gt=0)
     flood_quota: Annotated[dict[Priority, int], NoDecode] = {}
 

@@ -1,8 +1,14 @@
-"""Task statuses and the order in which a task moves through them."""
+"""Task statuses and the order in which a task moves through them.
+
+The one place statuses and the terminal set are declared: SQL text (core.schema), the stats
+snapshot (core.stats_shape), the dashboard (through its page), the simulator's report and
+the bench derive them from here.
+"""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 
 class Status(enum.StrEnum):
@@ -18,11 +24,25 @@ class Status(enum.StrEnum):
     def terminal(self) -> bool:
         return self in TERMINAL
 
+    @property
+    def label(self) -> str:
+        """How people read it: "dead-lettered" for DEAD_LETTERED."""
+        return self.value.lower().replace("_", "-")
+
 
 TERMINAL: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED})
+# The terminal statuses in declaration order: how reports, stats and SQL lists show them.
+OUTCOMES: tuple[Status, ...] = tuple(status for status in Status if status in TERMINAL)
+# The outcome that counts as a success (success rates).
+SUCCESS = Status.SUCCEEDED
 
 # Within one attempt a task is queued, then started, then (maybe) retrying.
 _PHASE_IN_ATTEMPT = {Status.QUEUED: 0, Status.STARTED: 1, Status.RETRYING: 2}
+
+
+def names(statuses: Iterable[Status] = Status) -> list[str]:
+    """The statuses' names (what JSON and SQL carry), in the order given."""
+    return [status.value for status in statuses]
 
 
 def progress(status: Status, attempt: int) -> int:

@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy import Engine
 
 from core.messages import StatusEvent
+from core.schema import TERMINAL_VALUES
 from core.status import TERMINAL, Status, progress
 
 
@@ -181,7 +182,7 @@ ON CONFLICT (task_id) DO UPDATE SET
   idempotency_key = coalesce(t.idempotency_key, EXCLUDED.idempotency_key),
   updated_at = greatest(t.updated_at, EXCLUDED.updated_at),
   started_at = least(t.started_at, EXCLUDED.started_at)
-WHERE t.status NOT IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')
+WHERE t.status NOT IN ({TERMINAL_VALUES})
 """
 
 _INSERT_EVENTS = f"""
