@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from flask import Blueprint, Response, g
 
@@ -21,6 +20,7 @@ from app.services import services
 from app.sse import sse_comment, sse_event, sse_response, sse_retry, stream_slots
 from app.stats_store import StatsStore, StatsUnavailable, stats_store
 from app.stats_view import recent_view, stats_view
+from core.stats_shape import Snapshot
 from core.stream_stats import ALL, DEFAULT_WINDOW, WINDOWS
 
 blueprint = Blueprint("stats", __name__, url_prefix="/api/v1/stats")
@@ -56,7 +56,7 @@ def _team(args: dict[str, str]) -> str | None:
     return principal.team
 
 
-def _snapshot(store: StatsStore) -> dict[str, Any]:
+def _snapshot(store: StatsStore) -> Snapshot:
     try:
         return store.snapshot()
     except StatsUnavailable as exc:

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 import redis
 
+from core.stats_shape import ChartPoint, Snapshot
 from core.stream_stats import SNAPSHOT_KEY, history_key
 
 
@@ -19,7 +18,7 @@ class StatsStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """The latest snapshot; raises StatsUnavailable if there is none or Redis is away."""
         try:
             raw = self.client.get(SNAPSHOT_KEY)
@@ -27,10 +26,10 @@ class StatsStore:
             raise StatsUnavailable(f"Redis cannot be reached: {type(exc).__name__}") from None
         if raw is None:
             raise StatsUnavailable("no statistics yet: the recorder has not published any")
-        found: dict[str, Any] = orjson.loads(raw)
+        found: Snapshot = orjson.loads(raw)
         return found
 
-    def history(self, scope: str, last: int | None = None) -> list[dict[str, Any]]:
+    def history(self, scope: str, last: int | None = None) -> list[ChartPoint]:
         """The scope's chart points, oldest first (only the `last` ones if given);
         raises StatsUnavailable if Redis is away."""
         start = -last if last else 0

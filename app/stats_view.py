@@ -1,47 +1,57 @@
 """What one caller may see of the stream-statistics snapshot (written by the recorder's
-StreamStats, format in recorder/stats_aggregate.py): everything for an admin, one team's
-own figures for a team. Pure functions of the snapshot."""
+StreamStats, shape in core/stats_shape.py): everything for an admin, one team's own
+figures for a team. Pure functions of the snapshot."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Generic, TypedDict
 
-from core.status import Status
+from core.stats_shape import (
+    Breakdown,
+    Counts,
+    F,
+    RecentTask,
+    Snapshot,
+    Summary,
+    empty_counts,
+    empty_summary,
+)
 from core.stream_stats import ALL
 
-_METRICS = ("wait", "run", "end_to_end")
-_OUTCOMES = ("SUCCEEDED", "FAILED", "DEAD_LETTERED")
+
+class Figures(TypedDict, Generic[F]):
+    """overall / by_team / by_priority / by_routine of one scope (everyone or a team)."""
+
+    overall: F
+    by_team: dict[str, F]
+    by_priority: dict[str, F]
+    by_routine: dict[str, F]
+
+
+class TotalsBody(Figures[Counts]):
+    since: str
+
+
+class StatsBody(Figures[Summary]):
+    """The body of GET /api/v1/stats (and of each `stats` event of its stream)."""
+
+    window: str
+    window_seconds: int
+    covered_seconds: int
+    team: str | None
+    generated_at: str
+    age_seconds: float
+    relative_accuracy: float
+    totals: TotalsBody
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def empty_summary() -> dict[str, Any]:
-    """A summary with no events: the shape the recorder writes, all zeros."""
-    return {
-        "transitions": {status.value: 0 for status in Status},
-        "outcomes": dict.fromkeys(_OUTCOMES, 0),
-        "terminal": 0,
-        "success_rate": None,
-        "throughput_per_s": 0.0,
-        "in_flight": 0,
-        "latency_ms": {
-            metric: {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
-            for metric in _METRICS
-        },
-    }
-
-
-def _empty_counts() -> dict[str, Any]:
-    return {
-        "transitions": {status.value: 0 for status in Status},
-        "outcomes": dict.fromkeys(_OUTCOMES, 0),
-    }
-
-
-def visible_teams(snapshot: dict[str, Any], team: str | None) -> list[str]:
+def visible_teams(snapshot: Snapshot, team: str | None) -> list[str]:
     """The teams a caller sees: all the snapshot knows of for an admin (team None)."""
     if team is not None:
         return [team]
@@ -49,7 +59,9 @@ def visible_teams(snapshot: dict[str, Any], team: str | None) -> list[str]:
     return list(dict.fromkeys([*snapshot["teams"], *(s for s in scopes if s != ALL)]))
 
 
-def _restrict(scopes: dict[str, Any], team: str | None, teams: list[str], empty: Any) -> Any:
+def _restrict(
+    scopes: dict[str, Breakdown[F]], team: str | None, teams: list[str], empty: Callable[[], F]
+) -> Figures[F]:
     """overall / by_team / by_priority / by_routine of one scope (ALL or the team)."""
     own = scopes.get(team if team is not None else ALL)
     return {
@@ -60,9 +72,7 @@ def _restrict(scopes: dict[str, Any], team: str | None, teams: list[str], empty:
     }
 
 
-def stats_view(
-    snapshot: dict[str, Any], window: str, team: str | None, now: float
-) -> dict[str, Any]:
+def stats_view(snapshot: Snapshot, window: str, team: str | None, now: float) -> StatsBody:
     """The body of GET /api/v1/stats: figures over `window` for everyone (team None) or,
     for a team, computed over that team's tasks only, with breakdowns of that team only.
     Raises KeyError if the snapshot has no such window."""
@@ -80,12 +90,12 @@ def stats_view(
         **_restrict(found["scopes"], team, teams, empty_summary),
         "totals": {
             "since": _iso(totals["since"]),
-            **_restrict(totals["scopes"], team, teams, _empty_counts),
+            **_restrict(totals["scopes"], team, teams, empty_counts),
         },
     }
 
 
-def recent_view(snapshot: dict[str, Any], team: str | None) -> list[dict[str, Any]]:
+def recent_view(snapshot: Snapshot, team: str | None) -> list[RecentTask]:
     """The most recently active tasks the caller may see, newest first."""
     rings = snapshot.get("recent", {})
     teams = [team] if team is not None else list(rings)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 import redis
 
 from core.messages import StatusEvent
 from core.settings import Settings
+from core.stats_shape import ChartPoint, Snapshot
 from core.stream_stats import (
     HISTORY_POINTS,
     SNAPSHOT_KEY,
@@ -39,7 +39,7 @@ class SnapshotPublisher:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def publish(self, snapshot: dict[str, Any], points: dict[str, dict[str, Any]]) -> None:
+    def publish(self, snapshot: Snapshot, points: dict[str, ChartPoint]) -> None:
         """Raises redis.RedisError if Redis cannot take it."""
         pipe = self.client.pipeline(transaction=False)
         pipe.set(SNAPSHOT_KEY, orjson.dumps(snapshot), ex=SNAPSHOT_TTL_SECONDS)

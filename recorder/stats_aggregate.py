@@ -1,8 +1,9 @@
 """Stream statistics from status events, as plain data: the ksqlDB role inside the platform.
 
 `StreamAggregator.observe(events, now)` accounts for a batch that arrived at `now`;
-`snapshot(now)` and `chart_points(now)` describe the windows as JSON-ready dicts (the
-format the API serves, see app/stats_view.py). Pure: no I/O, and the caller's clock.
+`snapshot(now)` and `chart_points(now)` describe the windows as JSON-ready dicts (their
+shape is declared in core/stats_shape.py, which the API serves from). Pure: no I/O, and
+the caller's clock.
 
 Windows are over arrival time and hold whole closed seconds, so a new event counts from
 the next second on. Latencies come from the events' own timestamps (`at`):
@@ -12,12 +13,24 @@ wait = ACCEPTED -> first STARTED, run = last STARTED -> end, end_to_end = ACCEPT
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
+from core import stats_shape
 from core.messages import StatusEvent
-from core.priority import Priority
-from core.status import Status
+from core.priority import names as priority_names
+from core.stats_shape import (
+    METRICS,
+    Breakdown,
+    ChartPoint,
+    Counts,
+    F,
+    Latency,
+    Snapshot,
+    Summary,
+    Totals,
+    Window,
+)
+from core.status import OUTCOMES, Status
 from core.stream_stats import ALL, CHART_WINDOW_SECONDS, WINDOWS
 from recorder.stats_tasks import Labels, TaskTracker
 from recorder.stats_windows import (
@@ -29,11 +42,10 @@ from recorder.stats_windows import (
     quantiles,
 )
 
-METRICS = ("wait", "run", "end_to_end")
-PRIORITIES = tuple(p.value for p in Priority.ordered())
-OUTCOMES = (Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED)
+PRIORITIES = tuple(priority_names())
 _CHART = "chart"
-DIMENSIONS = (("priority", 1), ("routine", 2))
+# Scope -> dimension (core.stats_shape.DIMENSIONS) -> the values to report, in order.
+Layout = dict[str, dict[str, list[str]]]
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -102,40 +114,33 @@ class StreamAggregator:
 
     # Snapshot.
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self, now: float) -> Snapshot:
         """Every window's figures for everyone and for each team, totals since the start,
         and each team's most recently active tasks."""
         self.advance(now)
         in_flight = self._in_flight()
-        windows: dict[str, Any] = {}
+        windows: dict[str, Window] = {}
         for name in self.window_names:
             window = self.timeline.windows[name]
             window.settle()
             covered = self.timeline.covered(name)
-            layout = self._layout(window.tally, in_flight)
+            tally = window.tally
+
+            def summary(group: Group, tally: Tally = tally, covered: int = covered) -> Summary:
+                return stats_shape.summary(
+                    _counts(tally.counts.get(group, Counter())),
+                    covered_seconds=covered,
+                    in_flight=in_flight[group],
+                    latency_ms={metric: _latency(tally, (group, metric)) for metric in METRICS},
+                )
+
             windows[name] = {
                 "seconds": window.seconds,
                 "covered_seconds": covered,
-                "scopes": {
-                    scope: {
-                        "overall": self._summary(
-                            window.tally, (scope, "overall", ""), covered, in_flight
-                        ),
-                        **{
-                            f"by_{dim}": {
-                                value: self._summary(
-                                    window.tally, (scope, dim, value), covered, in_flight
-                                )
-                                for value in values
-                            }
-                            for dim, values in dims.items()
-                        },
-                    }
-                    for scope, dims in layout.items()
-                },
+                "scopes": _breakdowns(self._layout(tally, in_flight), summary),
             }
         return {
-            "version": 1,
+            "version": stats_shape.VERSION,
             "generated_at": round(now, 3),
             "started_at": round(self.started_at, 3),
             "relative_accuracy": RELATIVE_ACCURACY,
@@ -153,7 +158,7 @@ class StreamAggregator:
             },
         }
 
-    def _layout(self, tally: Tally, in_flight: Counter[Group]) -> dict[str, dict[str, list[str]]]:
+    def _layout(self, tally: Tally, in_flight: Counter[Group]) -> Layout:
         """Scope -> dimension -> the values to report: every configured team and priority,
         and whatever else has figures."""
         layout: dict[str, dict[str, set[str]]] = {
@@ -168,50 +173,20 @@ class StreamAggregator:
             for scope, dims in layout.items()
         }
 
-    def _summary(
-        self, tally: Tally, group: Group, covered: int, in_flight: Counter[Group]
-    ) -> dict[str, Any]:
-        counts = tally.counts.get(group, Counter())
-        outcomes = {status.value: counts["o:" + status.value] for status in OUTCOMES}
-        terminal = sum(outcomes.values())
-        return {
-            "transitions": {status.value: counts["t:" + status.value] for status in Status},
-            "outcomes": outcomes,
-            "terminal": terminal,
-            "success_rate": _round(outcomes["SUCCEEDED"] / terminal, 4) if terminal else None,
-            "throughput_per_s": _round(terminal / covered) if covered else 0.0,
-            "in_flight": in_flight[group],
-            "latency_ms": {metric: _latency(tally, (group, metric)) for metric in METRICS},
-        }
-
-    def _totals(self) -> dict[str, Any]:
+    def _totals(self) -> Totals:
         totals = self.timeline.totals
-        layout = self._layout(totals, Counter())
 
-        def counts(group: Group) -> dict[str, Any]:
-            found = totals.counts.get(group, Counter())
-            return {
-                "transitions": {s.value: found["t:" + s.value] for s in Status},
-                "outcomes": {s.value: found["o:" + s.value] for s in OUTCOMES},
-            }
+        def counts(group: Group) -> Counts:
+            return _counts(totals.counts.get(group, Counter()))
 
         return {
             "since": round(self.started_at, 3),
-            "scopes": {
-                scope: {
-                    "overall": counts((scope, "overall", "")),
-                    **{
-                        f"by_{dim}": {value: counts((scope, dim, value)) for value in values}
-                        for dim, values in dims.items()
-                    },
-                }
-                for scope, dims in layout.items()
-            },
+            "scopes": _breakdowns(self._layout(totals, Counter()), counts),
         }
 
     # Chart points.
 
-    def chart_points(self, now: float) -> dict[str, dict[str, Any]]:
+    def chart_points(self, now: float) -> dict[str, ChartPoint]:
         """One point per scope for the live charts, over the trailing chart window:
         throughput, in-flight and wait p50/p90 by priority, throughput by team."""
         self.advance(now)
@@ -229,7 +204,7 @@ class StreamAggregator:
             bins = tally.bins.get(((scope, "priority", priority), "wait"))
             return _round(percentile(bins, q)) if bins else None
 
-        points: dict[str, dict[str, Any]] = {}
+        points: dict[str, ChartPoint] = {}
         for scope in (ALL, *self.teams):
             teams = self.teams if scope == ALL else [scope]
             points[scope] = {
@@ -254,11 +229,31 @@ def _value_order(value: str) -> tuple[int, str]:
     return (PRIORITIES.index(value), "") if value in PRIORITIES else (len(PRIORITIES), value)
 
 
-def _latency(tally: Tally, key: tuple[Group, str]) -> dict[str, Any]:
+def _counts(found: Counter[str]) -> Counts:
+    """A group's counts from its counters ("t:<status>" events, "o:<status>" outcomes)."""
+    return {
+        "transitions": {status.value: found["t:" + status.value] for status in Status},
+        "outcomes": {status.value: found["o:" + status.value] for status in OUTCOMES},
+    }
+
+
+def _breakdowns(layout: Layout, figures: Callable[[Group], F]) -> dict[str, Breakdown[F]]:
+    """Each scope's figures: overall, then by priority and by routine."""
+    return {
+        scope: {
+            "overall": figures((scope, "overall", "")),
+            "by_priority": {v: figures((scope, "priority", v)) for v in dims["priority"]},
+            "by_routine": {v: figures((scope, "routine", v)) for v in dims["routine"]},
+        }
+        for scope, dims in layout.items()
+    }
+
+
+def _latency(tally: Tally, key: tuple[Group, str]) -> Latency:
     bins = tally.bins.get(key)
     found = quantiles(bins, (0.5, 0.9, 0.99)) if bins else None
     if not bins or found is None:
-        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
+        return stats_shape.empty_latency()
     highest = tally.maxes.get(key, 0.0)
     # A bucket's representative may lie a little above the exact maximum; never report that.
     p50, p90, p99 = (_round(min(value, highest)) for value in found)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from core import stats_shape
 from core.messages import StatusEvent
 from core.status import Status, progress
 
@@ -89,7 +90,7 @@ class RecentTask:
     seen: float
     progress: int
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> stats_shape.RecentTask:
         return {
             "task_id": self.task_id,
             "team": self.team,
