@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import http_bench, pipeline, recorder_bench, waits
+from core.priority import names as priority_names
 from core.settings import Settings, settings_or_exit
 from ops.instance import REPO, Instance
 
@@ -183,13 +184,14 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     )
     share = get("shares", "share_pct") or {}
     target = get("shares", "weights_pct") or {}
+    priorities = priority_names()
     rows.append(
         (
-            "shares under backlog h/m/l %",
-            "/".join(str(share.get(p)) for p in ("high", "medium", "low")),
-            "/".join(str(target.get(p)) for p in ("high", "medium", "low")) + " weights",
+            f"shares under backlog {'/'.join(p[0] for p in priorities)} %",
+            "/".join(str(share.get(p)) for p in priorities),
+            "/".join(str(target.get(p)) for p in priorities) + " weights",
             "met" if get("shares", "met") else "not met",
-            "±10 points, low > 0",
+            f"±10 points, {priorities[-1]} > 0",
         )
     )
     events = get("status_events", "events_per_s") or 0

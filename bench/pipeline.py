@@ -17,17 +17,24 @@ from sqlalchemy import text
 
 from bench.measure import PeakMemory, percentiles
 from bench.plain_celery import COUNTER, WAITS
+from core.priority import names as priority_names
+from core.schema import TERMINAL_VALUES, sql_values
 from core.settings import Settings
+from core.status import SUCCESS
 from ops.instance import REPO, Instance
 
 BATCH = 1000
 TEAMS = ("alpha", "bravo", "charlie")
-PRIORITIES = ("high", "medium", "low")
+PRIORITIES = tuple(priority_names())
 
 
 def _submit(instance: Instance, count: int, clients: int = 4) -> list[str]:
     items = [
-        {"team": TEAMS[i % 3], "routine": "noop", "priority": PRIORITIES[(i // 3) % 3]}
+        {
+            "team": TEAMS[i % len(TEAMS)],
+            "routine": "noop",
+            "priority": PRIORITIES[(i // len(TEAMS)) % len(PRIORITIES)],
+        }
         for i in range(BATCH)
     ]
 
@@ -47,7 +54,7 @@ def _succeeded_since(instance: Instance, since: float) -> int:
         return int(
             conn.execute(
                 text(
-                    "SELECT count(*) FROM tasks WHERE status = 'SUCCEEDED' "
+                    f"SELECT count(*) FROM tasks WHERE status = {sql_values([SUCCESS])} "
                     "AND created_at >= to_timestamp(:since)"
                 ),
                 {"since": since},
@@ -91,7 +98,7 @@ def drain(instance: Instance) -> dict[str, Any]:
             total, unfinished = conn.execute(
                 text(
                     "SELECT count(*), count(*) FILTER (WHERE status NOT IN "
-                    "('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')) FROM tasks"
+                    f"({TERMINAL_VALUES})) FROM tasks"
                 )
             ).one()
         stable = stable + 1 if (unfinished == 0 and total == last) else 0

@@ -11,6 +11,10 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.measure import percentiles
+from core.priority import Priority
+from core.priority import names as priority_names
+from core.schema import TERMINAL_SQL, sql_values
+from core.status import Status
 from ops.instance import Instance
 
 LOW_TASK_MS = 20
@@ -20,11 +24,12 @@ def _waits_ms(instance: Instance, ids: list[str]) -> list[float]:
     with instance.engine.connect() as conn:
         rows = conn.execute(
             text(
-                """
+                f"""
                 SELECT extract(epoch FROM min(s.at) - min(a.at)) * 1000
                   FROM task_events a JOIN task_events s ON s.task_id = a.task_id
                  WHERE a.task_id = ANY(CAST(:ids AS uuid[]))
-                   AND a.status = 'ACCEPTED' AND s.status = 'STARTED'
+                   AND a.status = {sql_values([Status.ACCEPTED])}
+                   AND s.status = {sql_values([Status.STARTED])}
                  GROUP BY a.task_id
                 """
             ),
@@ -40,7 +45,7 @@ def _wait_done(instance: Instance, ids: list[str], timeout: float = 300) -> None
             done = conn.execute(
                 text(
                     "SELECT count(*) FROM tasks WHERE task_id = ANY(CAST(:ids AS uuid[])) "
-                    "AND status IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')"
+                    f"AND {TERMINAL_SQL}"
                 ),
                 {"ids": ids},
             ).scalar_one()
@@ -52,12 +57,12 @@ def _wait_done(instance: Instance, ids: list[str], timeout: float = 300) -> None
 
 
 def _high_probes(instance: Instance, count: int, spacing: float) -> list[str]:
+    """`count` no-op tasks of the highest priority, `spacing` seconds apart; their ids."""
     ids = []
+    probe = {"team": "alpha", "routine": "noop", "priority": Priority.highest().value}
     with instance.client() as client:
         for _ in range(count):
-            response = client.post(
-                "/api/v1/tasks", json={"team": "alpha", "routine": "noop", "priority": "high"}
-            )
+            response = client.post("/api/v1/tasks", json=probe)
             response.raise_for_status()
             ids.append(response.json()["task_id"])
             time.sleep(spacing)
@@ -65,7 +70,8 @@ def _high_probes(instance: Instance, count: int, spacing: float) -> list[str]:
 
 
 def high_wait(instance: Instance, probes: int = 150) -> dict[str, Any]:
-    """High-priority wait idle, then under a flood of low `sleep` tasks."""
+    """High-priority wait idle, then under a flood of low `sleep` tasks (the highest and
+    the lowest priority)."""
     idle_ids = _high_probes(instance, probes, 0.02)
     _wait_done(instance, idle_ids)
     idle = percentiles(_waits_ms(instance, idle_ids))
@@ -77,8 +83,8 @@ def high_wait(instance: Instance, probes: int = 150) -> dict[str, Any]:
                 "/api/v1/tasks/batch",
                 json={
                     "tasks": [
-                        {"team": "bravo", "routine": "sleep", "priority": "low",
-                         "payload": {"ms": LOW_TASK_MS}}
+                        {"team": "bravo", "routine": "sleep",
+                         "priority": Priority.lowest().value, "payload": {"ms": LOW_TASK_MS}}
                     ] * 500
                 },
             )  # fmt: skip
@@ -99,10 +105,11 @@ def high_wait(instance: Instance, probes: int = 150) -> dict[str, Any]:
 
 
 def shares(instance: Instance, weights: dict[str, int], per_priority: int = 400) -> dict[str, Any]:
-    """Completion shares while all three queues have a backlog."""
+    """Completion shares while every priority's queue has a backlog."""
+    priorities = priority_names()
     items = [
         {"team": "charlie", "routine": "sleep", "priority": p, "payload": {"ms": 5}}
-        for p in ("high", "medium", "low")
+        for p in priorities
         for _ in range(per_priority)
     ]
     ids: list[str] = []
@@ -134,7 +141,7 @@ def shares(instance: Instance, weights: dict[str, int], per_priority: int = 400)
         if seen[priority] == per_priority:
             break
     total = sum(weights.values())
-    result = {p: round(100 * seen[p] / window, 1) for p in ("high", "medium", "low")}
-    target = {p: round(100 * weights[p] / total, 1) for p in ("high", "medium", "low")}
-    met = all(abs(result[p] - target[p]) <= 10 for p in result) and seen["low"] > 0
+    result = {p: round(100 * seen[p] / window, 1) for p in priorities}
+    target = {p: round(100 * weights[p] / total, 1) for p in priorities}
+    met = all(abs(result[p] - target[p]) <= 10 for p in result) and seen[priorities[-1]] > 0
     return {"completions": window, "share_pct": result, "weights_pct": target, "met": met}

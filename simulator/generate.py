@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from core.priority import Priority
 from simulator.dataset import MAX_OFFSET, format_clock
 
 PROFILES = ("steady", "morning-rush", "bursts")
@@ -27,16 +28,17 @@ WINDOW = 5  # seconds per group of entries
 BURST_SHARE = 0.3
 DEFAULT_TEAMS: dict[str, float] = {"alpha": 1.0, "bravo": 1.0, "charlie": 1.0}
 DEFAULT_ROUTINES: dict[str, float] = {"echo": 4, "noop": 3, "sleep": 3, "cpu": 2, "fail": 0.3}
-# Weights of high, medium and low for each routine; other routines get DEFAULT_PRIORITIES.
-ROUTINE_PRIORITIES: dict[str, tuple[float, float, float]] = {
-    "noop": (6, 3, 1),
-    "echo": (6, 3, 1),
-    "sleep": (1, 6, 3),
-    "cpu": (0.5, 2, 6),
-    "fail": (2, 4, 2),
+PriorityMix = Mapping[Priority, float]
+# How often each routine asks for each priority; other routines get DEFAULT_PRIORITIES. A
+# priority (core.priority) missing from a mix is never asked for by that routine.
+ROUTINE_PRIORITIES: dict[str, PriorityMix] = {
+    "noop": {Priority.HIGH: 6, Priority.MEDIUM: 3, Priority.LOW: 1},
+    "echo": {Priority.HIGH: 6, Priority.MEDIUM: 3, Priority.LOW: 1},
+    "sleep": {Priority.HIGH: 1, Priority.MEDIUM: 6, Priority.LOW: 3},
+    "cpu": {Priority.HIGH: 0.5, Priority.MEDIUM: 2, Priority.LOW: 6},
+    "fail": {Priority.HIGH: 2, Priority.MEDIUM: 4, Priority.LOW: 2},
 }
-DEFAULT_PRIORITIES = (2.0, 5.0, 3.0)
-PRIORITIES = ("high", "medium", "low")
+DEFAULT_PRIORITIES: PriorityMix = {Priority.HIGH: 2.0, Priority.MEDIUM: 5.0, Priority.LOW: 3.0}
 
 Payload = Callable[[random.Random], dict[str, Any]]
 PAYLOADS: dict[str, Payload] = {
@@ -133,10 +135,10 @@ def _mix(teams: Mapping[str, float], routines: Mapping[str, float]) -> dict[Comb
     for team, team_weight in teams.items():
         for routine, routine_weight in routines.items():
             levels = ROUTINE_PRIORITIES.get(routine, DEFAULT_PRIORITIES)
-            for priority, level in zip(PRIORITIES, levels, strict=True):
-                weight = team_weight * routine_weight * level
+            for priority in Priority.ordered():
+                weight = team_weight * routine_weight * levels.get(priority, 0.0)
                 if weight > 0:
-                    mix[(team, routine, priority)] = weight
+                    mix[(team, routine, priority.value)] = weight
     if not mix:
         raise ValueError("the team and routine weights leave nothing to send")
     return mix

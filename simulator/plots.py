@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core.priority import COLORS, Priority
 from simulator.report import durations_by_priority
 from simulator.samples import RunRecord
 
-COLORS = {"high": "#d62728", "medium": "#ff7f0e", "low": "#1f77b4"}
 PLOT_FILES = ("latency.png", "throughput.png", "inflight.png")
 
 
@@ -83,7 +83,12 @@ def write_plots(run: RunRecord, report: dict[str, Any], directory: Path) -> list
 
 
 def _color(priority: str) -> str | None:
-    return COLORS.get(priority)
+    """The priority's colour (core.priority.COLORS); None (matplotlib's cycle) for a name
+    that is not a priority."""
+    try:
+        return COLORS[Priority(priority)]
+    except ValueError:
+        return None
 
 
 def _finish(axis: Any, ylabel: str, title: str) -> None:

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.priority import Priority
-from core.status import TERMINAL, Status
+from core.priority import names as priority_names
+from core.status import OUTCOMES, TERMINAL
 from simulator.samples import RunRecord, SendSample, TaskSample
 
 METRICS = ("accept_latency_ms", "wait_ms", "run_ms", "end_to_end_ms")
-TERMINAL_ORDER = (Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED)
 MAX_BUCKETS = 240
 
 
@@ -100,14 +100,14 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "accepted": len(accepted),
         "rejected": {"count": len(rejected), "reasons": _reasons(rejected)},
         "unanswered": len(sends) - len(answered),
-        "terminal": {status.value: statuses[status] for status in TERMINAL_ORDER},
+        "terminal": {status.value: statuses[status] for status in OUTCOMES},
         "not_finished": sum(n for status, n in statuses.items() if status not in TERMINAL),
         "not_finished_by_status": {
             status.value: n for status, n in sorted(statuses.items()) if status not in TERMINAL
         },
         "send_lateness_ms": percentiles(s.lateness for s in sends),
         "overall": _group(sends, tasks),
-        "by_priority": _grouped(sends, tasks, "priority", [p.value for p in Priority.ordered()]),
+        "by_priority": _grouped(sends, tasks, "priority", priority_names()),
         "by_team": _grouped(sends, tasks, "team"),
         "by_routine": _grouped(sends, tasks, "routine"),
         "anomalies": {
@@ -163,7 +163,7 @@ def _group(sends: Sequence[SendSample], tasks: Sequence[TaskSample]) -> dict[str
         "sent": len(sends),
         "accepted": sum(1 for s in answered if s.accepted),
         "rejected": sum(1 for s in answered if not s.accepted),
-        "terminal": {status.value: statuses[status] for status in TERMINAL_ORDER},
+        "terminal": {status.value: statuses[status] for status in OUTCOMES},
         "not_finished": sum(n for status, n in statuses.items() if status not in TERMINAL),
         "accept_latency_ms": percentiles(
             s.latency for s in answered if s.accepted and s.latency is not None

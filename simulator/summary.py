@@ -8,17 +8,19 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from core.status import OUTCOMES
+
 
 def print_summary(report: dict[str, Any], console: Console) -> None:
     """Print the summary of `report` (as `build_report` makes it) to `console`."""
     terminal = report["terminal"]
+    ended = ", ".join(f"{status.label} {terminal[status.value]}" for status in OUTCOMES)
     state = " (interrupted)" if report["interrupted"] else ""
     console.print(
         f"[bold]{report['dataset']}[/] at speed {report['speed']:g}{state}: "
         f"sent {report['sent']} of {report['planned']}, accepted {report['accepted']}, "
         f"rejected {report['rejected']['count']}, unanswered {report['unanswered']}; "
-        f"succeeded {terminal['SUCCEEDED']}, failed {terminal['FAILED']}, "
-        f"dead-lettered {terminal['DEAD_LETTERED']}, not finished {report['not_finished']} "
+        f"{ended}, not finished {report['not_finished']} "
         f"(followed via {report['follow']}, {report['duration_seconds']:.1f}s)",
         highlight=False,
     )
@@ -47,7 +49,9 @@ Sections = list[tuple[str, dict[str, Any]]]
 
 def _counts(sections: Sections) -> Table:
     table = _table("tasks")
-    for column in ("sent", "accepted", "rejected", "succeeded", "failed", "dead", "open"):
+    # One column per way a task ends, by the first word of its name ("dead" for dead-lettered).
+    ends = tuple(status.label.split("-")[0] for status in OUTCOMES)
+    for column in ("sent", "accepted", "rejected", *ends, "open"):
         table.add_column(column, justify="right", no_wrap=True)
     for title, groups in sections:
         table.add_row(f"[bold]by {title}[/]")
@@ -57,9 +61,7 @@ def _counts(sections: Sections) -> Table:
                 group["sent"],
                 group["accepted"],
                 group["rejected"],
-                terminal["SUCCEEDED"],
-                terminal["FAILED"],
-                terminal["DEAD_LETTERED"],
+                *(terminal[status.value] for status in OUTCOMES),
                 group["not_finished"],
             )
             table.add_row(f"  {name}", *(str(n) for n in counts))

@@ -5,8 +5,12 @@
 
 (function () {
   const STORAGE_KEY = "taskplatform.apiKey";
-  const PRIORITIES = ["high", "medium", "low"];
-  const COLORS = {total: "#333333", high: "#d62728", medium: "#ff7f0e", low: "#1f77b4"};
+  // Statuses and priorities come from the page (rendered from core/), never from a list here.
+  const CONTRACT = JSON.parse(document.getElementById("contract").textContent);
+  const PRIORITIES = CONTRACT.priorities;
+  const COLORS = Object.assign({total: "#333333"}, CONTRACT.colors);
+  // Every way a task can end other than success ("failed", "dead-lettered", ...).
+  const FAILURES = CONTRACT.outcomes.filter((status) => status !== CONTRACT.success);
   const TEAM_COLORS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
   const MAX_POINTS = 900;
 
@@ -238,6 +242,10 @@
     return td;
   }
 
+  function failed(outcomes) {
+    return FAILURES.reduce((sum, status) => sum + outcomes[status], 0);
+  }
+
   function renderCards(stats) {
     const o = stats.overall;
     const cards = [
@@ -245,7 +253,7 @@
       ["in flight", String(o.in_flight), null, "now"],
       ["success rate", percent(o.success_rate)],
       ["finished", String(o.terminal),
-        o.outcomes.FAILED + " failed · " + o.outcomes.DEAD_LETTERED + " dead-lettered"],
+        FAILURES.map((status) => o.outcomes[status] + " " + CONTRACT.labels[status]).join(" · ")],
       ["wait p50 / p90", ms(o.latency_ms.wait.p50) + " / " + ms(o.latency_ms.wait.p90) + " ms"],
       ["run p50 / p99", ms(o.latency_ms.run.p50) + " / " + ms(o.latency_ms.run.p99) + " ms"],
       ["end-to-end p99", ms(o.latency_ms.end_to_end.p99) + " ms"],
@@ -281,7 +289,7 @@
     for (const [key, s] of Object.entries(groups)) {
       const tr = document.createElement("tr");
       tr.dataset.group = key;
-      for (const text of [key, String(s.terminal), String(s.outcomes.FAILED + s.outcomes.DEAD_LETTERED),
+      for (const text of [key, String(s.terminal), String(failed(s.outcomes)),
         percent(s.success_rate), s.throughput_per_s.toFixed(2), String(s.in_flight),
         ms(s.latency_ms.wait.p50), ms(s.latency_ms.wait.p90), ms(s.latency_ms.run.p50),
         ms(s.latency_ms.end_to_end.p99)]) {
