@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 
-from app.auth import Principal, authenticate
-from app.errors import BadRequest, Forbidden, Unavailable
+from app.api import principal
+from app.errors import BadRequest, Unavailable
 from app.http import json_response, query_args
 from app.services import services
 from app.sse import sse_comment, sse_event, sse_response, sse_retry, stream_slots
@@ -23,16 +23,12 @@ from app.stats_view import recent_view, stats_view
 from core.stats_shape import Snapshot
 from core.stream_stats import ALL, DEFAULT_WINDOW, WINDOWS
 
-blueprint = Blueprint("stats", __name__, url_prefix="/api/v1/stats")
+# Under the /api/v1 parent (app/api.py), whose hook authenticates the caller.
+blueprint = Blueprint("stats", __name__, url_prefix="/stats")
 
 STREAM_SECONDS = 600  # a stream's longest life; clients reconnect
 TICK_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
-
-
-@blueprint.before_request
-def _authenticate() -> None:
-    g.principal = authenticate(services().keys)
 
 
 def _window(args: dict[str, str]) -> str:
@@ -45,15 +41,10 @@ def _window(args: dict[str, str]) -> str:
 def _team(args: dict[str, str]) -> str | None:
     """The team whose figures the caller gets: its own for a team key; everyone's (None)
     or the one asked for with `team=` for an admin."""
-    principal: Principal = g.principal
     team = args.get("team")
     if team is not None and team not in services().settings.teams:
         raise BadRequest(f"team: unknown team {team!r}")
-    if principal.is_admin:
-        return team
-    if team is not None and team != principal.team:
-        raise Forbidden(f"this key belongs to team {principal.team!r}, not {team!r}")
-    return principal.team
+    return principal().scope(team)
 
 
 def _snapshot(store: StatsStore) -> Snapshot:

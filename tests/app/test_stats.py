@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from app import create_app, stats_api
+from app import api, create_app, stats_api
 from app.auth import Principal
 from app.errors import TooManyRequests
 from app.sse import StreamSlots, sse_comment, sse_event
@@ -117,7 +117,7 @@ class _MissingStore(StatsStore):
 def offline_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
     """The API in-process, with an admin caller and a store that has no snapshot."""
     principal = Principal(key_id="test", team=None, is_admin=True)
-    monkeypatch.setattr(stats_api, "authenticate", lambda store: principal)
+    monkeypatch.setattr(api, "authenticate", lambda store: principal)
     monkeypatch.setattr(stats_api, "stats_store", _MissingStore)
     app = create_app(Settings())
     with app.test_client() as client:
