@@ -264,16 +264,17 @@ def status_is(status: str, topic: str = "tasks.status") -> Callable[[FakeMessage
 
 
 class FakeRedis:
-    """The few Redis commands the loops use, over a dictionary (expiry is not modelled)."""
+    """The few Redis commands the loops use, over dictionaries (expiry is not modelled)."""
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.hashes: dict[str, dict[bytes, bytes]] = {}
 
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
     def set(self, key: str, value: bytes | str | int, ex: int | None = None) -> bool:
-        self.data[key] = value if isinstance(value, bytes) else str(value).encode()
+        self.data[key] = _as_bytes(value)
         return True
 
     def delete(self, *keys: str) -> int:
@@ -287,11 +288,26 @@ class FakeRedis:
         self.data[key] = str(value).encode()
         return value
 
+    def hset(self, key: str, mapping: dict[Any, Any]) -> int:
+        fields = self.hashes.setdefault(key, {})
+        fields.update({_as_bytes(k): _as_bytes(v) for k, v in mapping.items()})
+        return len(mapping)
+
+    def hget(self, key: str, name: str | bytes) -> bytes | None:
+        return self.hashes.get(key, {}).get(_as_bytes(name))
+
+    def expire(self, key: str, seconds: int) -> bool:
+        return key in self.data or key in self.hashes
+
     def pipeline(self, transaction: bool = True) -> FakePipeline:
         return FakePipeline(self)
 
     def close(self) -> None:
         pass
+
+
+def _as_bytes(value: str | bytes | int) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 class FakePipeline:
