@@ -12,6 +12,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app import (
         cli,
         dashboard,
+        docs,
         errors,
         health,
         metrics,
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             ]
         )
     )
-    for module in (health, openapi, dashboard):
+    for module in (health, openapi, docs, dashboard):
         app.register_blueprint(module.blueprint)
     cli.register_cli(app)
     return app

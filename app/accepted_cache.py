@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 import redis
 
+from app.models import Task, task_links
 from core import redis_keys
 from core.messages import MalformedMessage, TaskRequest, decode_request
 
@@ -103,7 +103,7 @@ class AcceptedCache:
         return found
 
 
-def as_task_body(request: TaskRequest) -> dict[str, Any]:
+def as_task_body(request: TaskRequest) -> Task:
     """The GET /api/v1/tasks/<id> body of a task only just accepted."""
     accepted = request.accepted_at.isoformat()
     return {
@@ -120,7 +120,7 @@ def as_task_body(request: TaskRequest) -> dict[str, Any]:
         "updated_at": accepted,
         "started_at": None,
         "finished_at": None,
-        "links": {"self": f"/api/v1/tasks/{request.task_id}"},
+        "links": task_links(request.task_id),
         "payload": request.payload,
         "timeline": [
             {"status": "ACCEPTED", "at": accepted, "attempt": 0, "queue": None, "detail": None}

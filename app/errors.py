@@ -10,6 +10,8 @@ from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from app.models import ErrorBody
+
 log = logging.getLogger(__name__)
 
 
@@ -50,7 +52,7 @@ class ApiError(Exception):
         error.field = field
         return error
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> ErrorBody:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 

@@ -1,532 +1,322 @@
-"""The OpenAPI 3.1 description of the API (`/openapi.json`) and a small docs page (`/docs`)."""
+"""`/openapi.json`: the OpenAPI 3.1 document, generated from the bodies in app/models.py
+(pydantic's JSON Schema) and the table of operations below. What depends on the settings
+(teams, routines, the batch limit) is filled in from them. tests/app/test_openapi.py checks
+that every route is in the table and every operation is a route."""
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app
+from pydantic import Field, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
+from typing_extensions import TypedDict
 
+from app import models
 from app.http import json_response
+from app.models import Timestamp
+from app.stats_api import STREAM_SECONDS
 from core.settings import Settings
-from core.status import Status
+from core.stream_stats import WINDOWS
 
 blueprint = Blueprint("openapi", __name__)
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+REF = "#/components/schemas/{model}"
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+class StatsQuery(TypedDict, total=False):
+    window: Annotated[str, Field(json_schema_extra={"enum": list(WINDOWS)})]
+    team: Annotated[str, Field(description="an admin's choice of one team")]
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    texts = {
-        400: "Malformed request (not JSON, bad parameter)",
-        401: "Missing or unknown API key",
-        403: "The key's team may not act for that team",
-        404: "No such task (or another team's)",
-        413: "Body larger than the limit",
-        415: "Body is not application/json",
-        422: "Well-formed but invalid (unknown routine, priority above the routine's maximum, …)",
-        429: "Rate limited; see Retry-After",
-        503: "Kafka cannot take the request now; nothing was accepted",
-    }
-    return {str(code): _error(texts[code]) for code in codes}
+class StatsStreamQuery(StatsQuery, total=False):
+    max_seconds: Annotated[int, Field(ge=1, le=STREAM_SECONDS)]
+
+
+class StatsAnswer(TypedDict):
+    """The figures of GET /api/v1/stats (built by app/stats_view.py)."""
+
+    window: str
+    window_seconds: int
+    covered_seconds: int
+    team: str | None
+    generated_at: Timestamp
+    age_seconds: float
+    relative_accuracy: float
+    overall: dict[str, Any]
+    by_team: dict[str, Any]
+    by_priority: dict[str, Any]
+    by_routine: dict[str, Any]
+    totals: dict[str, Any]
+
+
+ERRORS = {
+    400: "Malformed request (not JSON, bad parameter)",
+    401: "Missing or unknown API key",
+    403: "The key's team may not act for that team",
+    404: "No such task (or another team's)",
+    413: "Body larger than the limit",
+    415: "Body is not application/json",
+    422: "Well-formed but invalid (unknown routine, priority above the routine's maximum, …)",
+    429: "Rate limited, or too many live streams; see Retry-After",
+    503: "Kafka cannot take the request now; nothing was accepted",
+}
+STREAM = "text/event-stream"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One method of one path. `answers` maps a status to its description and body type
+    (None: no JSON body); an error status without one gets ERRORS' text and ErrorBody."""
+
+    summary: str
+    answers: Mapping[int, tuple[str, Any]]
+    errors: tuple[int, ...] = ()
+    body: Any = None
+    query: Any = None
+    description: str | None = None
+    operation_id: str | None = None
+    streams: bool = False  # 200 may be (or is, without a JSON type) text/event-stream
+    public: bool = False  # needs no key
+    content_type: str = "application/json"
+    error_texts: Mapping[int, str] = field(default_factory=dict)
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("/api/v1/tasks", "post"): Operation(
+        "Submit a task",
+        operation_id="submitTask",
+        body=models.SubmitRequest,
+        answers={202: ("Accepted: durable in Kafka", models.AcceptedTask)},
+        errors=(400, 401, 403, 413, 415, 422, 429, 503),
+    ),
+    ("/api/v1/tasks", "get"): Operation(
+        "A page of tasks, newest first",
+        operation_id="listTasks",
+        query=models.TaskListQuery,
+        answers={200: ("A page; pass next_cursor back for the next one", models.TaskPage)},
+        errors=(400, 401, 403),
+    ),
+    ("/api/v1/tasks/batch", "post"): Operation(
+        "Submit up to API_BATCH_MAX tasks; each is answered on its own",
+        operation_id="submitBatch",
+        body=models.SubmitBatch,
+        answers={202: ("One result per item, in order", models.BatchAnswer)},
+        errors=(400, 401, 413, 415, 422, 429, 503),
+    ),
+    ("/api/v1/tasks/{task_id}", "get"): Operation(
+        "A task with its status, result and timeline",
+        operation_id="getTask",
+        answers={200: ("The task", models.Task)},
+        errors=(400, 401, 404),
+    ),
+    ("/api/v1/tasks/{task_id}/events", "get"): Operation(
+        "A task's recorded status events; with follow=1, live (SSE)",
+        description="Without follow: the events recorded so far, in order. With follow=1: "
+        "a text/event-stream that sends each recorded event once (`event: status`, `id: "
+        "<event_id>`), then `event: end` after the terminal event or after 10 minutes.",
+        operation_id="getTaskEvents",
+        query=models.EventsQuery,
+        answers={
+            200: (
+                "The events (JSON), or their live stream (follow=1)",
+                list[models.RecordedEvent],
+            )
+        },
+        streams=True,
+        errors=(400, 401, 404, 429, 503),
+        error_texts={503: "The task store cannot be reached"},
+    ),
+    ("/api/v1/stats", "get"): Operation(
+        "Stream statistics over a sliding window",
+        description="Counts by status (transitions seen, and terminal outcomes), success "
+        "rate, throughput, in-flight tasks and latency percentiles (wait, run, end_to_end; "
+        "p50/p90/p99/max in ms) overall and by team, priority and routine, computed "
+        "continuously from the status stream. A team key gets its own team's figures "
+        "only; an admin may narrow to a team. `totals` counts since the statistics started.",
+        operation_id="getStats",
+        query=StatsQuery,
+        answers={200: ("The figures", StatsAnswer)},
+        errors=(400, 401, 403, 503),
+        error_texts={503: "No statistics yet, or Redis cannot be reached"},
+    ),
+    ("/api/v1/stats/stream", "get"): Operation(
+        "Stream statistics live (server-sent events)",
+        description="text/event-stream: `hello`, one `point` per chart point of the last "
+        "15 minutes, then about once a second new `point`s and `stats` (the /api/v1/stats "
+        "figures and the latest tasks), keep-alive comments, and `end` after max_seconds "
+        f"(default and at most {STREAM_SECONDS}); clients reconnect.",
+        operation_id="streamStats",
+        query=StatsStreamQuery,
+        answers={200: ("The live stream", None)},
+        streams=True,
+        errors=(400, 401, 403, 429, 503),
+        error_texts={503: "No statistics yet, or Redis cannot be reached"},
+    ),
+    ("/dashboard", "get"): Operation(
+        "The live dashboard (asks for an API key in the page)",
+        answers={200: ("HTML page", None)},
+        public=True,
+        content_type="text/html",
+    ),
+    ("/docs", "get"): Operation(
+        "This document, to read and try (Swagger UI)",
+        answers={200: ("HTML page", None)},
+        public=True,
+        content_type="text/html",
+    ),
+    ("/healthz", "get"): Operation("The process is up", answers={200: ("Up", None)}, public=True),
+    ("/readyz", "get"): Operation(
+        "Kafka and Postgres are reachable",
+        answers={200: ("Ready", None), 503: ("Not ready; `checks` says what is missing", None)},
+        public=True,
+    ),
+    ("/metrics", "get"): Operation(
+        "Prometheus metrics", answers={200: ("Prometheus text format", None)}, public=True
+    ),
+    ("/openapi.json", "get"): Operation(
+        "This document", answers={200: ("OpenAPI 3.1", None)}, public=True
+    ),
+}
+
+
+class _Schemas(GenerateJsonSchema):
+    """pydantic's JSON Schema without a title on every property."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def _uses(path: str, method: str, op: Operation) -> Iterator[tuple[str, JsonSchemaMode, Any]]:
+    """Where the operation uses a type (a key), how (mode), and the type."""
+    if op.body is not None:
+        yield f"{method} {path} body", "validation", op.body
+    if op.query is not None:
+        yield f"{method} {path} query", "validation", op.query
+    for status, (_, answer) in op.answers.items():
+        if answer is not None:
+            yield f"{method} {path} {status}", "serialization", answer
+
+
+@functools.cache
+def _schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each use's schema (a $ref for a named type) by its key, and the named types'
+    schemas, made in one pass so that they share definitions."""
+    inputs = [
+        (key, mode, TypeAdapter(shape))
+        for (path, method), op in OPERATIONS.items()
+        for key, mode, shape in _uses(path, method, op)
+    ]
+    inputs.append(("error", "serialization", TypeAdapter(models.ErrorBody)))
+    found, definitions = TypeAdapter.json_schemas(
+        inputs, ref_template=REF, schema_generator=_Schemas
+    )
+    return {key: schema for (key, _), schema in found.items()}, definitions.get("$defs", {})
+
+
+def _content(schema: Any, content_type: str = "application/json") -> dict[str, Any]:
+    return {content_type: {"schema": schema if schema is not None else {"type": "string"}}}
+
+
+def _parameters(query: dict[str, Any], components: dict[str, Any]) -> list[dict[str, Any]]:
+    """A query type's properties as query parameters (none is required)."""
+    resolved = components[query["$ref"].rsplit("/", 1)[-1]]
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in resolved["properties"].items()
+    ]
+
+
+def _operation(
+    path: str, method: str, op: Operation, found: Mapping[Any, Any], components: dict[str, Any]
+) -> dict[str, Any]:
+    area = path.split("/")[3] if path.startswith("/api/v1/") else "service"
+    out: dict[str, Any] = {"summary": op.summary, "tags": [area]}
+    if op.description:
+        out["description"] = op.description
+    if op.operation_id:
+        out["operationId"] = op.operation_id
+    if op.public:
+        out["security"] = []
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_names(path)
+    ]
+    if op.query is not None:
+        parameters += _parameters(found[f"{method} {path} query"], components)
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        schema = found[f"{method} {path} body"]
+        out["requestBody"] = {"required": True, "content": _content(schema)}
+    responses: dict[str, Any] = {}
+    for status, (text, answer) in op.answers.items():
+        response: dict[str, Any] = {"description": text}
+        if answer is not None:
+            response["content"] = _content(found[f"{method} {path} {status}"])
+        elif op.streams or op.content_type != "application/json":
+            response["content"] = _content(None, STREAM if op.streams else op.content_type)
+        if op.streams and answer is not None:
+            response["content"] |= _content(None, STREAM)
+        responses[str(status)] = response
+    for status in op.errors:
+        text = op.error_texts.get(status, ERRORS[status])
+        responses[str(status)] = {"description": text, "content": _content(found["error"])}
+    out["responses"] = responses
+    return out
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+def _fill_in(spec: dict[str, Any], settings: Settings) -> None:
+    """What the settings decide: the teams, the routines and the batch limit."""
+    schemas = spec["components"]["schemas"]
+    submit = schemas["SubmitRequest"]["properties"]
+    submit["team"]["enum"] = list(settings.teams)
+    submit["routine"]["enum"] = sorted(settings.routine_table)
+    schemas["SubmitBatch"]["properties"]["tasks"]["maxItems"] = settings.api_batch_max
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "team":
+                    parameter["schema"]["enum"] = list(settings.teams)
 
 
 def build_spec(settings: Settings) -> dict[str, Any]:
-    priorities = ["high", "medium", "low"]
-    submit = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["team", "routine"],
-        "properties": {
-            "team": {"type": "string", "enum": list(settings.teams)},
-            "routine": {"type": "string", "enum": sorted(settings.routine_table)},
-            "priority": {"type": "string", "enum": priorities},
-            "payload": {"type": "object"},
-            "idempotency_key": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 200,
-                "pattern": "^[^\\x00-\\x1f\\x7f]+$",
-            },
-        },
-    }
-    accepted = {
-        "type": "object",
-        "required": ["task_id", "status", "team", "routine", "priority", "accepted_at"],
-        "properties": {
-            "task_id": {"type": "string", "format": "uuid"},
-            "status": {"type": "string", "enum": list(Status.__members__)},
-            "team": {"type": "string"},
-            "routine": {"type": "string"},
-            "priority": {"type": "string", "enum": priorities},
-            "accepted_at": {"type": "string", "format": "date-time"},
-            "idempotent_replay": {"type": "boolean"},
-            "links": {"type": "object"},
-        },
-    }
-    task = {
-        "type": "object",
-        "properties": {
-            "task_id": {"type": "string", "format": "uuid"},
-            "team": {"type": "string"},
-            "routine": {"type": "string"},
-            "priority": {"type": "string"},
-            "queue": {"type": ["string", "null"]},
-            "status": {"type": "string", "enum": list(Status.__members__)},
-            "attempts": {"type": "integer"},
-            "result": {},
-            "error": {"type": ["string", "null"]},
-            "payload": {"type": ["object", "null"]},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "started_at": {"type": ["string", "null"], "format": "date-time"},
-            "finished_at": {"type": ["string", "null"], "format": "date-time"},
-            "timeline": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "status": {"type": "string"},
-                        "at": {"type": "string", "format": "date-time"},
-                        "attempt": {"type": "integer"},
-                        "queue": {"type": ["string", "null"]},
-                        "detail": {"type": ["object", "null"]},
-                    },
-                },
-            },
-        },
-    }
-    return {
+    found, named = _schemas()
+    components = copy.deepcopy(named)
+    paths: dict[str, Any] = {}
+    for (path, method), op in OPERATIONS.items():
+        paths.setdefault(path, {})[method] = _operation(path, method, op, found, components)
+    for op in OPERATIONS.values():  # query types become parameters, not components
+        if op.query is not None:
+            components.pop(op.query.__name__, None)
+    spec = {
         "openapi": "3.1.0",
         "info": {
             "title": "Task platform API",
             "version": "1",
-            "description": "Submit work for your team and follow it to its end.",
+            "description": "Submit work for your team and follow it to its end. "
+            "Authenticate with `Authorization: Bearer <key>` (`flask --app app keys create`).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "SubmitRequest": submit,
-                "Accepted": accepted,
-                "Task": task,
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                                "details": {},
-                            },
-                        }
-                    },
-                },
-            },
+            "schemas": components,
         },
-        "paths": {
-            "/api/v1/tasks": {
-                "post": {
-                    "summary": "Submit a task",
-                    "operationId": "submitTask",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/SubmitRequest"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "Accepted: durable in Kafka",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Accepted"}
-                                }
-                            },
-                        },
-                        **_errors(400, 401, 403, 413, 415, 422, 429, 503),
-                    },
-                },
-                "get": {
-                    "summary": "A page of tasks, newest first",
-                    "operationId": "listTasks",
-                    "parameters": [
-                        {
-                            "name": "team",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": list(settings.teams)},
-                        },
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": list(Status.__members__)},
-                        },
-                        {"name": "routine", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                        },
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "A page; pass next_cursor back for the next one",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "tasks": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Task"},
-                                            },
-                                            "next_cursor": {"type": ["string", "null"]},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(400, 401, 403),
-                    },
-                },
-            },
-            "/api/v1/tasks/batch": {
-                "post": {
-                    "summary": "Submit up to API_BATCH_MAX tasks; each is answered on its own",
-                    "operationId": "submitBatch",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["tasks"],
-                                    "properties": {
-                                        "tasks": {
-                                            "type": "array",
-                                            "minItems": 1,
-                                            "maxItems": settings.api_batch_max,
-                                            "description": "Each item is checked on its own "
-                                            "as a SubmitRequest; an invalid item gets its own "
-                                            "4xx result and does not fail the batch.",
-                                            "items": {},
-                                        }
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "One result per item, in order",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "accepted": {"type": "integer"},
-                                            "rejected": {"type": "integer"},
-                                            "results": {"type": "array"},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(400, 401, 413, 415, 422, 429, 503),
-                    },
-                }
-            },
-            "/api/v1/tasks/{task_id}": {
-                "get": {
-                    "summary": "A task with its status, result and timeline",
-                    "operationId": "getTask",
-                    "parameters": [
-                        {
-                            "name": "task_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The task",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Task"}
-                                }
-                            },
-                        },
-                        **_errors(400, 401, 404),
-                    },
-                }
-            },
-            "/api/v1/tasks/{task_id}/events": {
-                "get": {
-                    "summary": "A task's recorded status events; with follow=1, live (SSE)",
-                    "description": (
-                        "Without follow: the events recorded so far, in order. With follow=1: "
-                        "a text/event-stream that sends each recorded event once (`event: "
-                        "status`, `id: <event_id>`), then `event: end` after the terminal "
-                        "event or after 10 minutes."
-                    ),
-                    "operationId": "getTaskEvents",
-                    "parameters": [
-                        {
-                            "name": "task_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                        {
-                            "name": "follow",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": ["0", "1", "false", "true"]},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The events (JSON), or their live stream (follow=1)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["event_id", "status", "at", "attempt"],
-                                            "properties": {
-                                                "event_id": {"type": "string", "format": "uuid"},
-                                                "status": {
-                                                    "type": "string",
-                                                    "enum": list(Status.__members__),
-                                                },
-                                                "at": {"type": "string", "format": "date-time"},
-                                                "attempt": {"type": "integer"},
-                                                "queue": {"type": ["string", "null"]},
-                                                "detail": {"type": ["object", "null"]},
-                                            },
-                                        },
-                                    }
-                                },
-                                "text/event-stream": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **_errors(400, 401, 404, 429),
-                        "503": _error("The task store cannot be reached"),
-                    },
-                }
-            },
-            "/api/v1/stats": {
-                "get": {
-                    "summary": "Stream statistics over a sliding window",
-                    "description": (
-                        "Counts by status (transitions seen, and terminal outcomes), success "
-                        "rate, throughput, in-flight tasks and latency percentiles (wait, run, "
-                        "end_to_end; p50/p90/p99/max in ms) overall and by team, priority and "
-                        "routine, computed continuously from the status stream. A team key "
-                        "gets its own team's figures only; an admin may narrow to a team. "
-                        "`totals` counts since the statistics started."
-                    ),
-                    "operationId": "getStats",
-                    "parameters": [
-                        {
-                            "name": "window",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": ["1m", "5m", "15m"]},
-                        },
-                        {
-                            "name": "team",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": list(settings.teams)},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The figures",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": [
-                                            "window",
-                                            "generated_at",
-                                            "overall",
-                                            "by_team",
-                                            "by_priority",
-                                            "by_routine",
-                                            "totals",
-                                        ],
-                                        "properties": {
-                                            "window": {"type": "string"},
-                                            "window_seconds": {"type": "integer"},
-                                            "covered_seconds": {"type": "integer"},
-                                            "team": {"type": ["string", "null"]},
-                                            "generated_at": {
-                                                "type": "string",
-                                                "format": "date-time",
-                                            },
-                                            "age_seconds": {"type": "number"},
-                                            "relative_accuracy": {"type": "number"},
-                                            "overall": {
-                                                "type": "object",
-                                                "properties": {
-                                                    "transitions": {"type": "object"},
-                                                    "outcomes": {"type": "object"},
-                                                    "terminal": {"type": "integer"},
-                                                    "success_rate": {"type": ["number", "null"]},
-                                                    "throughput_per_s": {"type": "number"},
-                                                    "in_flight": {"type": "integer"},
-                                                    "latency_ms": {"type": "object"},
-                                                },
-                                            },
-                                            "by_team": {"type": "object"},
-                                            "by_priority": {"type": "object"},
-                                            "by_routine": {"type": "object"},
-                                            "totals": {"type": "object"},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(400, 401, 403),
-                        "503": _error("No statistics yet, or Redis cannot be reached"),
-                    },
-                }
-            },
-            "/api/v1/stats/stream": {
-                "get": {
-                    "summary": "Stream statistics live (server-sent events)",
-                    "description": (
-                        "text/event-stream: `hello`, one `point` per chart point of the last "
-                        "15 minutes, then about once a second new `point`s and `stats` (the "
-                        "/api/v1/stats figures and the latest tasks), keep-alive comments, and "
-                        "`end` after max_seconds (default and at most 600); clients reconnect."
-                    ),
-                    "operationId": "streamStats",
-                    "parameters": [
-                        {
-                            "name": "window",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": ["1m", "5m", "15m"]},
-                        },
-                        {
-                            "name": "team",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": list(settings.teams)},
-                        },
-                        {
-                            "name": "max_seconds",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 600},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The live stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400, 401, 403, 429),
-                        "503": _error("No statistics yet, or Redis cannot be reached"),
-                    },
-                }
-            },
-            "/dashboard": {
-                "get": {
-                    "summary": "The live dashboard (asks for an API key in the page)",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "HTML page",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The process is up",
-                    "security": [],
-                    "responses": {"200": {"description": "Up"}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Kafka and Postgres are reachable",
-                    "security": [],
-                    "responses": {
-                        "200": {"description": "Ready"},
-                        "503": {"description": "Not ready; `checks` says what is missing"},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "security": [],
-                    "responses": {"200": {"description": "Prometheus text format"}},
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "security": [],
-                    "responses": {"200": {"description": "OpenAPI 3.1"}},
-                }
-            },
-        },
+        "paths": paths,
     }
-
-
-DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Task platform API</title>
-<style>
-body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}
-.op{margin:1rem 0;padding:.6rem 1rem;border:1px solid #e4e4e4;border-radius:6px}
-.m{font-weight:700;text-transform:uppercase;display:inline-block;width:4.5rem}
-pre{background:#f6f6f6;padding:.5rem;overflow:auto;font-size:13px}
-</style></head><body>
-<h1>Task platform API</h1>
-<p>The machine-readable description is <a href="/openapi.json">/openapi.json</a>.
-Authenticate with <code>Authorization: Bearer &lt;key&gt;</code>.</p>
-<div id="ops">loading…</div>
-<script>
-fetch('/openapi.json').then(r => r.json()).then(spec => {
-  const out = [];
-  for (const [path, ops] of Object.entries(spec.paths)) {
-    for (const [method, op] of Object.entries(ops)) {
-      const body = op.requestBody ? op.requestBody.content['application/json'].schema : null;
-      const named = body && body.$ref ? body.$ref.split('/').pop() : null;
-      const resolved = named ? spec.components.schemas[named] : body;
-      const codes = Object.entries(op.responses).map(([c, r]) => c + ' ' + r.description);
-      out.push('<div class="op"><span class="m">' + method + '</span><code>' + path +
-        '</code><div>' + (op.summary || '') + '</div>' +
-        (resolved ? '<pre>' + JSON.stringify(resolved, null, 2) + '</pre>' : '') +
-        '<div><small>' + codes.join(' · ') + '</small></div></div>');
-    }
-  }
-  document.getElementById('ops').innerHTML = out.join('');
-});
-</script></body></html>
-"""
+    _fill_in(spec, settings)
+    return spec
 
 
 @blueprint.get("/openapi.json")
 def openapi() -> Response:
     return json_response(build_spec(current_app.config["SETTINGS"]))
-
-
-@blueprint.get("/docs")
-def docs() -> Response:
-    return Response(DOCS_PAGE, mimetype="text/html")

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select, tuple_
 
+from app.models import RecordedEvent, Task, TaskPage, TaskSummary, task_links
 from core.schema import task_events, task_payloads, tasks
 from core.status import Status, progress
 
@@ -18,7 +19,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _task_body(row: Any) -> dict[str, Any]:
+def _task_body(row: Any) -> TaskSummary:
     return {
         "task_id": str(row.task_id),
         "team": row.team,
@@ -29,15 +30,15 @@ def _task_body(row: Any) -> dict[str, Any]:
         "attempts": row.attempts,
         "result": row.result,
         "error": row.error,
-        "created_at": _iso(row.created_at),
-        "updated_at": _iso(row.updated_at),
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
         "started_at": _iso(row.started_at),
         "finished_at": _iso(row.finished_at),
-        "links": {"self": f"/api/v1/tasks/{row.task_id}"},
+        "links": task_links(str(row.task_id)),
     }
 
 
-def load_events(engine: Engine, task_id: uuid.UUID) -> list[dict[str, Any]]:
+def load_events(engine: Engine, task_id: uuid.UUID) -> list[RecordedEvent]:
     """The task's recorded events in the order they happened (by time, then progress)."""
     with engine.connect() as conn:
         found = conn.execute(
@@ -64,7 +65,7 @@ def load_events(engine: Engine, task_id: uuid.UUID) -> list[dict[str, Any]]:
     ]
 
 
-def get_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
+def get_task(engine: Engine, task_id: uuid.UUID) -> Task | None:
     """The task with its full timeline, or None if Postgres does not have it (yet)."""
     # A large payload is stored apart (core.limits).
     query = (
@@ -76,10 +77,11 @@ def get_task(engine: Engine, task_id: uuid.UUID) -> dict[str, Any] | None:
         row = conn.execute(query).first()
     if row is None:
         return None
-    body = _task_body(row)
-    body["payload"] = row.payload if row.payload is not None else row.stored_payload
-    body["timeline"] = load_events(engine, task_id)
-    return body
+    return {
+        **_task_body(row),
+        "payload": row.payload if row.payload is not None else row.stored_payload,
+        "timeline": load_events(engine, task_id),
+    }
 
 
 class BadCursor(ValueError):
@@ -108,7 +110,7 @@ def list_tasks(
     routine: str | None,
     limit: int,
     cursor: tuple[datetime, uuid.UUID] | None,
-) -> dict[str, Any]:
+) -> TaskPage:
     query = select(tasks).order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc())
     conditions = []
     if team is not None:

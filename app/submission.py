@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +25,7 @@ from app.auth import Principal
 from app.errors import ApiError, PayloadTooLarge, TooManyRequests, ValidationFailed
 from app.kafka_submitter import KafkaSubmitter
 from app.metrics import SUBMITTED
+from app.models import AcceptedTask, SubmitRequest, task_links
 from app.rate_limit import RateLimiter
 from core.limits import deeper_than
 from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
@@ -35,20 +36,6 @@ from core.settings import Settings
 from core.status import Status
 
 log = logging.getLogger(__name__)
-
-
-class SubmitRequest(BaseModel):
-    """The body of POST /api/v1/tasks (and each item of a batch)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    team: str = Field(min_length=1, max_length=40)
-    routine: str = Field(min_length=1, max_length=100)
-    priority: Priority | None = None
-    payload: dict[str, Any] | None = None
-    idempotency_key: str | None = Field(
-        default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
-    )
 
 
 def validation_failed(exc: ValidationError) -> ValidationFailed:
@@ -92,7 +79,7 @@ class Accepted:
     status: str = Status.ACCEPTED.value
     replay: bool = False
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> AcceptedTask:
         return {
             "task_id": self.task_id,
             "status": self.status,
@@ -101,7 +88,7 @@ class Accepted:
             "priority": self.priority.value,
             "accepted_at": isoformat(self.accepted_at),
             "idempotent_replay": self.replay,
-            "links": {"self": f"/api/v1/tasks/{self.task_id}"},
+            "links": task_links(self.task_id),
         }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 from flask import Blueprint, Response
 from sqlalchemy import Engine, select
@@ -18,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.api import principal
 from app.errors import BadRequest, NotFound, Unavailable
 from app.http import json_response, query_args
+from app.models import FOLLOW, RecordedEvent
 from app.queries import load_events
 from app.services import services
 from app.sse import sse_comment, sse_event, sse_response, sse_retry
@@ -30,7 +30,6 @@ blueprint = Blueprint("task_events", __name__, url_prefix="/tasks")
 FOLLOW_SECONDS = 600  # a follow stream's longest life
 POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 10.0
-_FOLLOW = {"1": True, "true": True, "0": False, "false": False}
 
 
 def _task_team(engine: Engine, task_id: uuid.UUID) -> str | None:
@@ -44,7 +43,7 @@ def _just_accepted(task_id: uuid.UUID) -> TaskRequest | None:
     return services().submission.cache.requests([str(task_id)]).get(str(task_id))
 
 
-def accepted_event(request: TaskRequest) -> dict[str, Any]:
+def accepted_event(request: TaskRequest) -> RecordedEvent:
     """The ACCEPTED event of a just-accepted task, with the id the recorder will give it."""
     return {
         "event_id": event_id(request.task_id, Status.ACCEPTED.value),
@@ -60,7 +59,7 @@ def accepted_event(request: TaskRequest) -> dict[str, Any]:
 def read_events(task_id: str) -> Response:
     args = query_args({"follow"})
     follow_text = args.get("follow", "0")
-    if follow_text not in _FOLLOW:
+    if follow_text not in FOLLOW:
         raise BadRequest(f"follow: {follow_text!r} is not one of 1, true, 0, false")
     try:
         parsed = uuid.UUID(task_id)
@@ -74,7 +73,7 @@ def read_events(task_id: str) -> Response:
         # Another team's task is reported as missing: its existence is not ours to reveal.
         if team is None or not principal().may_act_for(team):
             raise NotFound(f"no task {task_id}")
-        if not _FOLLOW[follow_text]:
+        if not FOLLOW[follow_text]:
             recorded = load_events(engine, parsed)
             if not recorded and cached is not None:
                 recorded = [accepted_event(cached)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from flask import Blueprint, Response
 
@@ -18,14 +17,13 @@ from app.errors import (
     ValidationFailed,
 )
 from app.http import json_response, query_args, read_json
+from app.models import MAX_PAGE, BatchAnswer, BatchResult, SubmitRequest
 from app.queries import BadCursor, decode_cursor, get_task, list_tasks
 from app.services import services
-from app.submission import Accepted, SubmitRequest, parse_submission
+from app.submission import Accepted, parse_submission
 from core.status import Status
 
 blueprint = Blueprint("tasks", __name__, url_prefix="/tasks")
-
-MAX_PAGE = 500
 
 
 @blueprint.post("")
@@ -55,21 +53,25 @@ def submit_batch() -> Response:
         except ApiError as exc:
             parsed.append(exc)
     outcomes = services().submission.submit(principal(), parsed)
-    results: list[dict[str, Any]] = []
+    results: list[BatchResult] = []
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, Accepted):
             results.append({"index": index, "status_code": 202, "task": outcome.body()})
         else:
-            results.append({"index": index, "status_code": outcome.status, **outcome.body()})
+            error = outcome.body()["error"]
+            results.append({"index": index, "status_code": outcome.status, "error": error})
     accepted = sum(1 for r in results if r["status_code"] == 202)
     if accepted == 0 and all(isinstance(o, Unavailable) for o in outcomes):
         raise Unavailable("Kafka cannot take requests right now; nothing was accepted")
     limited = [o for o in outcomes if isinstance(o, TooManyRequests)]
     if limited and accepted == 0 and len(limited) == len(outcomes):
         raise limited[0]
-    return json_response(
-        {"accepted": accepted, "rejected": len(results) - accepted, "results": results}, 202
-    )
+    answer: BatchAnswer = {
+        "accepted": accepted,
+        "rejected": len(results) - accepted,
+        "results": results,
+    }
+    return json_response(answer, 202)
 
 
 @blueprint.get("/<task_id>")

@@ -119,6 +119,18 @@ class RedisBrokerProbe:
         return slots
 
 
+class Dispatcher(Protocol):
+    """What the bridge needs of a broker: room, claims, publishing."""
+
+    def capacity(self) -> Capacity: ...
+
+    def seen(self, batch: list[Dispatch]) -> list[str | None]: ...
+
+    def mark(self, batch: list[Dispatch]) -> None: ...
+
+    def publish(self, messages: list[list[Dispatch]]) -> dict[str, str]: ...
+
+
 class CeleryDispatcher:
     def __init__(
         self, celery: Celery, client: redis.Redis, probe: BrokerProbe | None = None

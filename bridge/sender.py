@@ -17,7 +17,7 @@ from celery.exceptions import CeleryError
 from kombu.exceptions import KombuError
 
 from bridge.announce import Announcer, Pending, PendingTask
-from bridge.dispatcher import FINISHED, Capacity, CeleryDispatcher, Dispatch
+from bridge.dispatcher import FINISHED, Capacity, Dispatch, Dispatcher
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler
 from core import metrics
@@ -37,7 +37,7 @@ class Sender:
     def __init__(
         self,
         *,
-        dispatcher: CeleryDispatcher,
+        dispatcher: Dispatcher,
         scheduler: PriorityScheduler[Pending],
         policy: RoutingPolicy,
         announcer: Announcer,

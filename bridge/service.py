@@ -21,7 +21,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from bridge.announce import Announcer, Pending
-from bridge.dispatcher import CeleryDispatcher
+from bridge.dispatcher import Dispatcher
 from bridge.intake import Intake
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler
@@ -62,7 +62,7 @@ class Bridge:
         *,
         consumer: Consumer,
         producer: Producer,
-        dispatcher: CeleryDispatcher,
+        dispatcher: Dispatcher,
         policy: RoutingPolicy,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -198,7 +198,7 @@ class Bridge:
         log.info("revoked %d partitions; %d waiting tasks handed over", len(keys), len(dropped))
 
     def _warn(self, text: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_warning > 5:
             log.warning(text)
             self._last_warning = now

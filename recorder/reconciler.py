@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -75,12 +76,14 @@ class Reconciler:
         client: redis.Redis,
         producer: Producer,
         lease_seconds: float = leases.RUNNING_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.redis = client
         self.producer = producer
         self.lease_seconds = lease_seconds
+        self.clock = clock
         self.events = StatusPublisher(producer, settings)
         self.dead_letters = DeadLetters(producer, settings, stage="reconciler")
         # Tasks sent again recently: not again until their new dispatch had time to show.
@@ -104,7 +107,7 @@ class Reconciler:
                 )
 
     def reconcile(self) -> PassResult:
-        now = time.monotonic()
+        now = self.clock()
         self._recent = {
             t: at for t, at in self._recent.items() if now - at < 3 * self.lease_seconds
         }

@@ -54,11 +54,13 @@ class Recorder:
         engine: Engine,
         dead_letters: DeadLetters,
         observers: list[Observer] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.engine = engine
         self.dead_letters = dead_letters
+        self.clock = clock
         self.observers = observers or []
         # One writer thread: Postgres works on a batch while the next one is decoded.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
@@ -165,8 +167,8 @@ class Recorder:
                         log.warning("Postgres unavailable, holding %d events: %s", len(events), exc)
                         self.consumer.pause(self.consumer.assignment())
                         paused = True
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline:
+                deadline = self.clock() + delay
+                while self.clock() < deadline:
                     if stop.is_set():
                         return None
                     # Keep our place in the consumer group while we wait.

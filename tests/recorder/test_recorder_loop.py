@@ -95,13 +95,12 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     consumer.journal = journal
     consumer.assign([])
     monkeypatch.setattr(recorder.service, "write_batch", postgres.write_batch)
-    # The outage backoff reads time.monotonic; the fake consumer's idle polls move it.
-    monkeypatch.setattr(recorder.service, "time", clock)
     loop = Recorder(
         settings,
         consumer=cast(Any, consumer),
         engine=cast(Any, FakeEngine()),
         dead_letters=DeadLetters(cast(Any, producer), settings, stage="recorder"),
+        clock=clock,  # the fake consumer's idle polls move it through the outage backoff
     )
     try:
         yield Rig(settings, loop, consumer, producer, postgres, journal, clock, threading.Event())

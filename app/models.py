@@ -1,0 +1,179 @@
+"""The API's bodies, declared once: what a client sends (pydantic models, which check it)
+and what the API answers (TypedDicts: the views build and return these very dicts, so
+mypy checks them, and they cost nothing at run time). app/openapi.py derives the OpenAPI
+document from them; statuses and priorities come from core.
+
+pydantic reads TypedDicts from typing_extensions only, on Python 3.11.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, NotRequired
+
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict
+
+from core.priority import Priority
+from core.priority import names as priority_names
+from core.status import Status
+from core.status import names as status_names
+
+# Text with a meaning the JSON type does not carry, for the document.
+UuidText = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+StatusName = Annotated[str, Field(json_schema_extra={"enum": status_names()})]
+PriorityName = Annotated[str, Field(json_schema_extra={"enum": priority_names()})]
+
+
+# What clients send.
+
+
+class SubmitRequest(BaseModel):
+    """The body of POST /api/v1/tasks, and each item of a batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    team: str = Field(min_length=1, max_length=40)
+    routine: str = Field(min_length=1, max_length=100)
+    priority: Priority | None = None
+    payload: dict[str, Any] | None = None
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SubmitBatch(TypedDict):
+    """The body of POST /api/v1/tasks/batch (checked by the view, item by item)."""
+
+    tasks: Annotated[
+        list[Any],
+        Field(
+            min_length=1,
+            description="Each item is checked on its own as a SubmitRequest; an invalid item "
+            "gets its own 4xx result and does not fail the batch.",
+        ),
+    ]
+
+
+MAX_PAGE = 500
+
+
+class TaskListQuery(TypedDict, total=False):
+    """The query of GET /api/v1/tasks (every parameter optional)."""
+
+    team: str
+    status: Status
+    routine: str
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description="default 50")]
+    cursor: Annotated[str, Field(description="next_cursor of the page before")]
+
+
+# The values of `follow` and what each means.
+FOLLOW = {"1": True, "true": True, "0": False, "false": False}
+
+
+class EventsQuery(TypedDict, total=False):
+    """The query of GET /api/v1/tasks/{task_id}/events."""
+
+    follow: Annotated[str, Field(json_schema_extra={"enum": list(FOLLOW)})]
+
+
+# What the API answers.
+
+
+class Links(TypedDict):
+    self: str
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: str
+    details: Any
+
+
+class ErrorBody(TypedDict):
+    """Every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class AcceptedTask(TypedDict):
+    """A submitted task: durable in Kafka, or known already (a repeat of its
+    idempotency key, with the status it has now)."""
+
+    task_id: UuidText
+    status: StatusName
+    team: str
+    routine: str
+    priority: PriorityName
+    accepted_at: Timestamp
+    idempotent_replay: bool
+    links: Links
+
+
+class BatchResult(TypedDict):
+    """One item's outcome: `task` when accepted (202), else `error`."""
+
+    index: int
+    status_code: int
+    task: NotRequired[AcceptedTask]
+    error: NotRequired[ErrorDetail]
+
+
+class BatchAnswer(TypedDict):
+    accepted: int
+    rejected: int
+    results: list[BatchResult]
+
+
+class TimelineEntry(TypedDict):
+    """One status change of a task."""
+
+    status: StatusName
+    at: Timestamp
+    attempt: int
+    queue: str | None
+    detail: dict[str, Any] | None
+
+
+class RecordedEvent(TimelineEntry):
+    """A status change as recorded, with the id the recorder gave it."""
+
+    event_id: UuidText
+
+
+class TaskSummary(TypedDict):
+    """A task in a page of tasks."""
+
+    task_id: UuidText
+    team: str
+    routine: str
+    priority: PriorityName
+    queue: str | None
+    status: StatusName
+    attempts: int
+    result: Any
+    error: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    links: Links
+
+
+class Task(TaskSummary):
+    """One task with its payload and its timeline (recorded events carry `event_id`)."""
+
+    payload: dict[str, Any] | None
+    timeline: Sequence[TimelineEntry]
+
+
+class TaskPage(TypedDict):
+    tasks: list[TaskSummary]
+    next_cursor: Annotated[str | None, Field(description="pass it back for the next page")]
+
+
+def task_links(task_id: str) -> Links:
+    return {"self": f"/api/v1/tasks/{task_id}"}
