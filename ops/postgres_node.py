@@ -74,12 +74,15 @@ def init_once(run_dir: Path) -> Path:
 
 
 def server_argv(settings: Settings, data: Path) -> list[str]:
+    """The server listens on TCP only. A Unix socket would live under the run folder, and its
+    path may not exceed 107 bytes (a checkout deeper than ~80 characters could not start);
+    every client of ours (psycopg, Alembic, the platform) connects to 127.0.0.1 anyway."""
     return [
         str(bin_dir() / "postgres"),
         "-D", str(data),
         "-p", str(settings.postgres_port),
         "-c", "listen_addresses=127.0.0.1",
-        "-c", f"unix_socket_directories={data}",
+        "-c", "unix_socket_directories=",
         "-c", "max_connections=300",
         "-c", "shared_buffers=256MB",
         "-c", "log_min_messages=warning",
