@@ -7,12 +7,14 @@ with `flush(timeout)`, consumers with `close()`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
+    ClusterMetadata,
     ConfigEntry,
     ConfigResource,
     NewPartitions,
@@ -100,20 +102,37 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     Returns the names of the topics it created or grew. Raises KafkaException on failure.
     """
     admin = make_admin(settings)
-    existing = admin.list_topics(timeout=timeout).topics
+    existing = _enough_brokers(admin, settings, timeout).topics
     wanted = wanted_topics(settings)
-    config = {"max.message.bytes": str(settings.limits.topic_max_message_bytes)}
+    replicas = settings.kafka_replication_factor
+    config = {
+        "max.message.bytes": str(settings.limits.topic_max_message_bytes),
+        "min.insync.replicas": str(settings.kafka_min_insync_replicas),
+    }
     to_create = [
-        NewTopic(name, num_partitions=count, replication_factor=1, config=config)
+        NewTopic(name, num_partitions=count, replication_factor=replicas, config=config)
         for name, count in wanted.items()
         if name not in existing
     ]
+    for name in wanted:
+        if name in existing:
+            copies = min(len(p.replicas) for p in existing[name].partitions.values())
+            if copies < replicas:
+                log.warning(
+                    "topic %s has %d copies of a partition, fewer than KAFKA_REPLICATION_FACTOR "
+                    "%d; reassign its partitions (kafka-reassign-partitions) to add copies",
+                    name,
+                    copies,
+                    replicas,
+                )
     to_grow = [
         NewPartitions(name, count)
         for name, count in wanted.items()
         if name in existing and len(existing[name].partitions) < count
     ]
-    changed = _raise_message_limits(admin, settings, [n for n in wanted if n in existing])
+    present = [n for n in wanted if n in existing]
+    changed = _raise_message_limits(admin, settings, present)
+    changed += _set_min_insync(admin, settings, present, timeout)
     if to_create:
         for name, future in admin.create_topics(to_create, request_timeout=timeout).items():
             try:
@@ -122,11 +141,86 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+        _wait_known(admin, [topic.topic for topic in to_create], timeout)
     if to_grow:
         for name, future in admin.create_partitions(to_grow, request_timeout=timeout).items():
             future.result(timeout)
             changed.append(name)
     return changed
+
+
+def _enough_brokers(admin: AdminClient, settings: Settings, timeout: float) -> ClusterMetadata:
+    """The cluster's metadata once it has the brokers the topics' copies need (a cluster
+    just started registers its brokers one by one). Raises KafkaException if it has
+    too few after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout)
+        if len(metadata.brokers) >= settings.kafka_replication_factor:
+            return metadata
+        if time.monotonic() > deadline:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.INVALID_REPLICATION_FACTOR,
+                    f"{len(metadata.brokers)} broker(s) available, "
+                    f"KAFKA_REPLICATION_FACTOR needs {settings.kafka_replication_factor}",
+                )
+            )
+        time.sleep(0.5)
+
+
+def _wait_known(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Wait until new topics have a leader for every partition and the brokers answer
+    for them (in a cluster, the other brokers learn of a topic a moment after it is made;
+    until then they call it unknown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        led = all(
+            name in topics
+            and topics[name].partitions
+            and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name in names
+        )
+        if led:
+            try:
+                _max_message_bytes(admin, names, timeout)
+                return
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+        if time.monotonic() > deadline:
+            raise KafkaException(
+                KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topics not ready: {names}")
+            )
+        time.sleep(0.2)
+
+
+def _set_min_insync(
+    admin: AdminClient, settings: Settings, names: list[str], timeout: float
+) -> list[str]:
+    """Give existing platform topics KAFKA_MIN_INSYNC_REPLICAS (never more than their copies)."""
+    if not names:
+        return []
+    wanted = str(settings.kafka_min_insync_replicas)
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    found = admin.describe_configs(resources, request_timeout=timeout)
+    differ = [
+        resource.name
+        for resource, future in found.items()
+        if (entry := future.result(timeout).get("min.insync.replicas")) is None
+        or entry.value != wanted
+    ]
+    if not differ:
+        return []
+    entry = ConfigEntry("min.insync.replicas", wanted, incremental_operation=AlterConfigOpType.SET)
+    altered = [
+        ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[entry])
+        for name in differ
+    ]
+    for future in admin.incremental_alter_configs(altered, request_timeout=timeout).values():
+        future.result(timeout)
+    return differ
 
 
 def _max_message_bytes(admin: AdminClient, names: list[str], timeout: float) -> dict[str, int]:

@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     kafka_message_max_bytes: int = Field(default=1_048_576, ge=65_536, le=100_000_000)
     kafka_heap: str = "512m"
     consumer_group_prefix: str = "taskplatform"
+    # The cluster `make up` runs: one node, or KAFKA_BROKERS nodes that are each broker and
+    # controller (a controller quorum of them). Node n listens on KAFKA_PORT + 2(n-1) and
+    # its controller on KAFKA_CONTROLLER_PORT + 2(n-1).
+    kafka_brokers: int = Field(default=1, ge=1, le=9)
+    # Of the platform's topics (and, on the local cluster, Kafka's internal ones); default:
+    # min(3, KAFKA_BROKERS) copies, a majority of them in sync for a write (2 of 3).
+    kafka_replication_factor: int = Field(default=0, ge=0, le=9)
+    kafka_min_insync_replicas: int = Field(default=0, ge=0, le=9)
 
     # Postgres and Redis.
     postgres_port: int = Field(default=5432, ge=1, le=65535)
@@ -156,6 +164,10 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_basic_auth: SecretStr | None = None
     workers: int = Field(default=1, ge=0, le=32)
+    # Bridges and recorders `make up` starts in their consumer groups (each beyond the
+    # partitions it could read would idle).
+    bridges: int = Field(default=1, ge=1, le=64)
+    recorders: int = Field(default=1, ge=1, le=64)
     worker_concurrency: int = Field(default=2, ge=1, le=256)
     # Celery's own task events (task-received, -started, …) for Flower's task pages; off by
     # default: they cost ~10% of throughput and statuses already travel as status events.
@@ -235,11 +247,56 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name!r} is not a routine name")
         return value
 
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _quorum(cls, value: int) -> int:
+        if value == 2:
+            raise ValueError("a quorum of two controllers survives no loss: use 1, or 3 or more")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_shape(self) -> Settings:
+        """Derive and check the replication and process counts (frozen: set once, here)."""
+        ports = [port for node in self.kafka_nodes for port in node[1:]]
+        if len(set(ports)) != len(ports) or max(ports) > 65535:
+            raise ValueError(
+                f"KAFKA_PORT {self.kafka_port} and KAFKA_CONTROLLER_PORT "
+                f"{self.kafka_controller_port}: the {self.kafka_brokers} node(s) need distinct "
+                f"ports {sorted(ports)} (node n: each port + 2(n-1)), all at most 65535"
+            )
+        local = not self.kafka_bootstrap
+        replicas = self.kafka_replication_factor or min(3, self.kafka_brokers)
+        if local and replicas > self.kafka_brokers:
+            raise ValueError(
+                f"KAFKA_REPLICATION_FACTOR: {replicas} copies need at least as many brokers "
+                f"(KAFKA_BROKERS is {self.kafka_brokers})"
+            )
+        in_sync = self.kafka_min_insync_replicas or (1 if replicas <= 2 else replicas // 2 + 1)
+        if in_sync > replicas:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS: {in_sync} is more than the {replicas} copies "
+                "(KAFKA_REPLICATION_FACTOR): no write could ever succeed"
+            )
+        object.__setattr__(self, "kafka_replication_factor", replicas)
+        object.__setattr__(self, "kafka_min_insync_replicas", in_sync)
+        request_partitions = self.topic_partitions * len(self.teams)
+        if self.bridges > request_partitions:
+            raise ValueError(
+                f"BRIDGES: {self.bridges} bridges share {request_partitions} request partitions "
+                "(TOPIC_PARTITIONS x teams); the extra ones would idle"
+            )
+        if self.recorders > self.topic_partitions:
+            raise ValueError(
+                f"RECORDERS: {self.recorders} recorders share the status topic's "
+                f"{self.topic_partitions} partitions (TOPIC_PARTITIONS); the extra ones would idle"
+            )
+        return self
+
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:
         # Frozen model: derived defaults are set once, here.
         derived = {
-            "kafka_bootstrap": f"127.0.0.1:{self.kafka_port}",
+            "kafka_bootstrap": ",".join(f"127.0.0.1:{node[1]}" for node in self.kafka_nodes),
             "database_url": (
                 f"postgresql+psycopg://taskplatform@127.0.0.1:{self.postgres_port}/taskplatform"
             ),
@@ -262,6 +319,14 @@ class Settings(BaseSettings):
         return self
 
     # Derived views.
+
+    @property
+    def kafka_nodes(self) -> list[tuple[int, int, int]]:
+        """(node id, broker port, controller port) of each node `make up` runs."""
+        return [
+            (n, self.kafka_port + 2 * (n - 1), self.kafka_controller_port + 2 * (n - 1))
+            for n in range(1, self.kafka_brokers + 1)
+        ]
 
     @property
     def limits(self) -> Limits:

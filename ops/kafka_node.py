@@ -1,4 +1,5 @@
-"""A single-node Apache Kafka (KRaft, broker + controller) run from Maven Central's jars."""
+"""Apache Kafka (KRaft) from Maven Central's jars: one node, or a cluster of KAFKA_BROKERS
+nodes on loopback, each broker and controller."""
 
 from __future__ import annotations
 
@@ -43,33 +44,57 @@ def classpath() -> str:
     return f"{fetch_jars()}/*"
 
 
-def render_config(settings: Settings, home: Path) -> Path:
-    """Write server.properties and the log4j2 configuration; returns the properties file."""
+def node_name(settings: Settings, node: int) -> str:
+    """The component name of node `node`: `kafka` alone, `kafka-<n>` in a cluster."""
+    return "kafka" if settings.kafka_brokers == 1 else f"kafka-{node}"
+
+
+def node_home(settings: Settings, run_dir: Path, node: int) -> Path:
+    return run_dir.resolve() / node_name(settings, node)
+
+
+def render_config(settings: Settings, home: Path, node: int = 1) -> Path:
+    """Write server.properties and the log4j2 configuration of node `node` (1-based);
+    returns the properties file. One node is a standalone quorum; KAFKA_BROKERS nodes
+    are each broker and controller, the quorum's voters listed statically."""
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     properties = home / "server.properties"
-    controller = f"127.0.0.1:{settings.kafka_controller_port}"
+    _, port, controller_port = settings.kafka_nodes[node - 1]
+    controller = f"127.0.0.1:{controller_port}"
+    # Kafka's internal topics (consumer offsets, transactions) as safe as the platform's.
+    replicas = min(settings.kafka_replication_factor, settings.kafka_brokers)
+    in_sync = min(settings.kafka_min_insync_replicas, replicas)
+    if settings.kafka_brokers == 1:
+        quorum = [f"controller.quorum.bootstrap.servers={controller}"]
+    else:
+        voters = ",".join(f"{n}@127.0.0.1:{c}" for n, _, c in settings.kafka_nodes)
+        quorum = [
+            f"controller.quorum.voters={voters}",
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={in_sync}",
+        ]
     properties.write_text(
         "\n".join(
             [
                 "# Written by `make up` from the platform settings; edits are overwritten.",
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={controller}",
-                f"listeners=PLAINTEXT://127.0.0.1:{settings.kafka_port},CONTROLLER://{controller}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{settings.kafka_port}",
+                f"node.id={node}",
+                *quorum,
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://{controller}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
                 "controller.listener.names=CONTROLLER",
                 "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                 "inter.broker.listener.name=PLAINTEXT",
                 f"log.dirs={data}",
                 f"num.partitions={settings.topic_partitions}",
                 "auto.create.topics.enable=false",
-                "offsets.topic.replication.factor=1",
+                f"offsets.topic.replication.factor={replicas}",
                 "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={in_sync}",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={in_sync}",
                 "group.initial.rebalance.delay.ms=0",
                 "log.retention.hours=168",
                 "",
@@ -103,15 +128,30 @@ def render_config(settings: Settings, home: Path) -> Path:
     return properties
 
 
-def format_storage_once(home: Path) -> None:
-    """Format the log directory with a new cluster id, unless it already holds one."""
+def _new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def cluster_id(run_dir: Path) -> str:
+    """The id every node of the local cluster is formatted with, made once per run folder."""
+    path = run_dir.resolve() / "kafka-cluster.id"
+    if not path.exists():
+        path.write_text(_new_cluster_id() + "\n")
+    return path.read_text().strip()
+
+
+def format_storage_once(home: Path, cluster: str | None = None) -> None:
+    """Format the log directory, unless it already holds a cluster's data: a lone node
+    with a new cluster id as a standalone quorum; a cluster node with `cluster`, the id
+    all its nodes share (the voters come from server.properties)."""
     if (home / "data" / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    quorum = ["--standalone"] if cluster is None else []
     subprocess.run(
         [
             "java", "-cp", classpath(), "kafka.tools.StorageTool", "format",
-            f"--cluster-id={cluster_id}", "-c", str(home / "server.properties"), "--standalone",
+            f"--cluster-id={cluster or _new_cluster_id()}", "-c", str(home / "server.properties"),
+            *quorum,
         ],
         check=True,
         capture_output=True,

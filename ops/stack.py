@@ -67,14 +67,18 @@ class Stack:
         )
 
     def _select(self, names: list[str] | None) -> list[ProcessSpec]:
+        """The named components in start order; a kind (`bridge`, `kafka`, `worker`) names
+        every component of it (`bridge-1`, `bridge-2`)."""
         specs = self.specs()
         if not names:
             return specs
         known = {spec.name for spec in specs}
-        unknown = [name for name in names if name not in known]
+        kinds = {services.group_of(name) for name in known}
+        unknown = [name for name in names if name not in known | kinds]
         if unknown:
             raise StartError(", ".join(unknown), f"unknown component; known: {sorted(known)}")
-        return [spec for spec in specs if spec.name in names]
+        wanted = set(names)
+        return [s for s in specs if s.name in wanted or services.group_of(s.name) in wanted]
 
     def up(
         self, names: list[str] | None = None, *, echo: bool = True, migrate: bool = True
@@ -83,10 +87,10 @@ class Stack:
         started: list[str] = []
         migrated = not migrate
         selected = self._select(names)
-        platform_names = {s.name for s in self.specs() if s.name not in services.INFRASTRUCTURE}
+        platform_names = {s.name for s in self.specs() if not services.is_infrastructure(s.name)}
         fresh_metrics = not any(self.supervisor.tracked(name) for name in platform_names)
         for spec in selected:
-            if spec.name not in services.INFRASTRUCTURE and not migrated:
+            if not services.is_infrastructure(spec.name) and not migrated:
                 self.migrate()
                 migrated = True
             if spec.name in platform_names and fresh_metrics:
@@ -105,7 +109,8 @@ class Stack:
                 verb = "started" if fresh else "running"
                 took = f" in {time.monotonic() - t0:.1f}s" if fresh else ""
                 print(f"  {spec.name:<10} {verb} (pid {pid}){took}", flush=True)
-        if not migrated and {"kafka", "postgres"} <= {s.name for s in selected}:
+        kinds = {services.group_of(s.name) for s in selected}
+        if not migrated and {"kafka", "postgres"} <= kinds:
             self.migrate()
         if started:
             self.settle(started, echo=echo)
