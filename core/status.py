@@ -35,6 +35,9 @@ TERMINAL: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.FAILED, Status
 OUTCOMES: tuple[Status, ...] = tuple(status for status in Status if status in TERMINAL)
 # The outcome that counts as a success (success rates).
 SUCCESS = Status.SUCCEEDED
+# Dispatched and not ended: a lease holds the task (queued, running, or waiting to retry),
+# and the reconciler looks after it when nothing does.
+IN_FLIGHT: tuple[Status, ...] = (Status.QUEUED, Status.STARTED, Status.RETRYING)
 
 # Within one attempt a task is queued, then started, then (maybe) retrying.
 _PHASE_IN_ATTEMPT = {Status.QUEUED: 0, Status.STARTED: 1, Status.RETRYING: 2}

@@ -30,8 +30,9 @@ from core import leases, metrics, redis_keys
 from core.dead_letters import DeadLetters
 from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event, utcnow
 from core.priority import Priority
+from core.schema import sql_values
 from core.settings import Settings
-from core.status import Status
+from core.status import IN_FLIGHT, Status
 from core.status_publisher import EventRefused, StatusPublisher
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,18 @@ INTERVAL_SECONDS = 2.0
 BATCH = 500
 
 _STUCK = text(
-    """
+    f"""
     SELECT t.task_id, t.team, t.routine, t.priority, t.created_at, t.status, t.updated_at,
            coalesce(t.payload, (SELECT p.payload FROM task_payloads p
                                  WHERE p.task_id = t.task_id)) AS payload,
            (SELECT count(*) FROM task_events e
-             WHERE e.task_id = t.task_id AND e.status = 'RETRYING') AS retries,
+             WHERE e.task_id = t.task_id AND e.status = '{Status.RETRYING}') AS retries,
            (SELECT coalesce(max((e.detail->>'dispatch')::int), 0) FROM task_events e
-             WHERE e.task_id = t.task_id AND e.status = 'QUEUED') AS dispatch,
+             WHERE e.task_id = t.task_id AND e.status = '{Status.QUEUED}') AS dispatch,
            EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = t.task_id
-                      AND e.status = 'ACCEPTED' AND e.detail ? 'request_bytes') AS large
+                      AND e.status = '{Status.ACCEPTED}' AND e.detail ? 'request_bytes') AS large
       FROM tasks t
-     WHERE t.status IN ('QUEUED', 'STARTED', 'RETRYING')
+     WHERE t.status IN ({sql_values(IN_FLIGHT)})
        AND t.updated_at < :before
      ORDER BY t.updated_at
      LIMIT :limit
