@@ -27,7 +27,7 @@ from rich.table import Table
 from bench import http_bench, pipeline, recorder_bench, waits
 from core.priority import names as priority_names
 from core.settings import Settings, settings_or_exit
-from ops.instance import REPO, Instance
+from testing.instance import REPO, Instance
 
 RESULTS = REPO / "bench" / "results.json"
 

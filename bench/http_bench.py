@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from bench.measure import GroupCpu
-from ops.instance import REPO, free_port
+from testing.instance import REPO, free_port
 
 DURATION_SECONDS = 5
 WARM_UP_SECONDS = 2

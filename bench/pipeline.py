@@ -21,7 +21,7 @@ from core.priority import names as priority_names
 from core.schema import TERMINAL_VALUES, sql_values
 from core.settings import Settings
 from core.status import SUCCESS
-from ops.instance import REPO, Instance
+from testing.instance import REPO, Instance
 
 BATCH = 1000
 TEAMS = ("alpha", "bravo", "charlie")

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from core.kafka import make_producer
 from core.messages import StatusEvent, utcnow
 from core.status import Status
-from ops.instance import Instance
+from testing.instance import Instance
 
 PATH = (Status.ACCEPTED, Status.QUEUED, Status.STARTED, Status.SUCCEEDED)
 

@@ -15,7 +15,7 @@ from core.priority import Priority
 from core.priority import names as priority_names
 from core.schema import TERMINAL_SQL, sql_values
 from core.status import Status
-from ops.instance import Instance
+from testing.instance import Instance
 
 LOW_TASK_MS = 20
 

@@ -8,36 +8,35 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import select
+import httpx
 
-from app.auth import create_key, hash_key
-from core.db import make_engine
-from core.schema import api_keys
 from core.settings import Settings
+from ops.keys import issue_key
 from ops.services import REPO_ROOT, flower_credentials
 
 DATASET = REPO_ROOT / "simulator" / "datasets" / "day.json"
 SPEED = 3.0
 
 
+def _accepted(settings: Settings, key: str) -> bool:
+    """The API takes this key (it has not been revoked, and this is its database)."""
+    response = httpx.get(
+        f"http://127.0.0.1:{settings.api_port}/api/v1/tasks",
+        params={"limit": 1},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    return response.status_code == 200
+
+
 def demo_key(settings: Settings) -> str:
-    """An admin key kept in the run folder for demos (created once, mode 0600)."""
+    """An admin key kept in the run folder for demos (issued once, mode 0600)."""
     path = settings.run_dir / "secrets" / "demo_key"
-    engine = make_engine(settings, pool_size=1, application="demo")
-    try:
-        if path.exists():
-            key = path.read_text().strip()
-            with engine.connect() as conn:
-                found = conn.execute(
-                    select(api_keys.c.key_id).where(
-                        api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
-                    )
-                ).first()
-            if found is not None:
-                return key
-        key = create_key(engine, team=None, admin=True)[1]
-    finally:
-        engine.dispose()
+    if path.exists():
+        key = path.read_text().strip()
+        if _accepted(settings, key):
+            return key
+    key = issue_key()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(key + "\n")

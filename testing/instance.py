@@ -28,9 +28,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
-from app.auth import create_key
 from core.db import make_engine
 from core.settings import Settings, load_settings
+from ops.keys import issue_key
 from ops.postgres_node import admin_dsn
 from ops.supervisor import Supervisor
 
@@ -123,7 +123,7 @@ class Instance:
             conn.execute(f"CREATE DATABASE {self.database} OWNER taskplatform")
         self.up(components)
         self.settings = self._load_settings()
-        self.admin_key = create_key(self.engine, team=None, admin=True)[1]
+        self.admin_key = issue_key(self.env)
 
     @contextmanager
     def running(self, components: list[str]) -> Iterator[Instance]:

@@ -1,4 +1,4 @@
-"""Platform instances for tests (see ops.instance), and a batch-submit helper."""
+"""Platform instances for tests (see testing.instance), and a batch-submit helper."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from ops.instance import Instance
+from testing.instance import Instance
 
 __all__ = ["Instance", "submit"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ops.instance import REPO, free_port, isolated_run_dir, run_ops
+from testing.instance import REPO, free_port, isolated_run_dir, run_ops
 
 __all__ = ["REPO", "free_port", "isolated_env", "isolated_run_dir", "ops"]
 

@@ -16,9 +16,9 @@ from confluent_kafka.admin import NewTopic
 
 from core.kafka import make_admin, make_producer
 from core.settings import Settings, load_settings
-from ops.instance import Instance
 from ops.poison import Refused, committed_offset, skip_message
 from tests.helpers import wait_for
+from tests.instance import Instance
 from tests.isolated import ops
 
 pytestmark = pytest.mark.stack
