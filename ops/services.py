@@ -25,6 +25,22 @@ VENV_BIN = Path(sys.executable).parent
 INFRASTRUCTURE = ("kafka", "postgres", "redis")
 
 
+def is_infrastructure(name: str) -> bool:
+    """Kafka (any node of it), Postgres or Redis, started before the platform."""
+    return name in INFRASTRUCTURE or group_of(name) == "kafka"
+
+
+def instance_names(base: str, count: int) -> list[str]:
+    """`base` alone, or `base-1` … `base-<count>` when there are several of it."""
+    return [base] if count == 1 else [f"{base}-{n}" for n in range(1, count + 1)]
+
+
+def group_of(name: str) -> str:
+    """The kind of component a name is (`bridge-2` -> `bridge`), or the name itself."""
+    base, dash, number = name.rpartition("-")
+    return base if dash and number.isdigit() else name
+
+
 def _port_open(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
@@ -40,6 +56,29 @@ def _kafka_ready(settings: Settings) -> Callable[[], bool]:
             admin.append(make_admin(settings))
         metadata = admin[0].list_topics(timeout=2)
         return bool(metadata.brokers)
+
+    return probe
+
+
+def _kafka_node_ready(settings: Settings, supervisor: Supervisor, node: int) -> Callable[[], bool]:
+    """Node `node` of a cluster serves as a broker: its port is open and the cluster's
+    metadata lists it. While fewer nodes run than a quorum needs (the first node of a
+    fresh start), it is ready once its controller listens: it waits for its peers, and
+    `ensure_topics` waits for the brokers the topics need."""
+    _, port, controller_port = settings.kafka_nodes[node - 1]
+    names = [kafka_node.node_name(settings, n) for n, _, _ in settings.kafka_nodes]
+    quorum = settings.kafka_brokers // 2 + 1
+    admin: list[AdminClient] = []
+
+    def probe() -> bool:
+        running = sum(supervisor.tracked(name) is not None for name in names)
+        if running < quorum:
+            return _port_open(controller_port)
+        if not _port_open(port):
+            return False
+        if not admin:
+            admin.append(make_admin(settings))
+        return node in admin[0].list_topics(timeout=2).brokers
 
     return probe
 
@@ -80,13 +119,8 @@ def flower_credentials(settings: Settings, run_dir: Path) -> str:
 
 def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
     run_dir = supervisor.run_dir
-    kafka_home = run_dir.resolve() / "kafka"
     pg_data = postgres_node.data_dir(run_dir)
     redis_dir = run_dir.resolve() / "redis"
-
-    def prepare_kafka() -> None:
-        kafka_node.render_config(settings, kafka_home)
-        kafka_node.format_storage_once(kafka_home)
 
     def prepare_postgres() -> None:
         postgres_node.init_once(run_dir)
@@ -95,15 +129,7 @@ def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSp
         redis_dir.mkdir(parents=True, exist_ok=True)
 
     return [
-        ProcessSpec(
-            name="kafka",
-            argv=kafka_node.server_argv(settings, kafka_home),
-            ready=_kafka_ready(settings),
-            port=settings.kafka_port,
-            before_start=prepare_kafka,
-            start_timeout=90,
-            stop_timeout=30,
-        ),
+        *kafka_nodes(settings, supervisor),
         ProcessSpec(
             name="postgres",
             argv=postgres_node.server_argv(settings, pg_data),
@@ -140,6 +166,37 @@ def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSp
             before_start=prepare_redis,
         ),
     ]
+
+
+def kafka_nodes(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
+    """One node (`kafka`), or KAFKA_BROKERS nodes (`kafka-1` …), each its own process
+    with its own folder, PID file and log."""
+    cluster = settings.kafka_brokers > 1
+    specs = []
+    for node, port, _ in settings.kafka_nodes:
+        home = kafka_node.node_home(settings, supervisor.run_dir, node)
+
+        def prepare(home: Path = home, node: int = node) -> None:
+            kafka_node.render_config(settings, home, node)
+            shared_id = kafka_node.cluster_id(supervisor.run_dir) if cluster else None
+            kafka_node.format_storage_once(home, shared_id)
+
+        specs.append(
+            ProcessSpec(
+                name=kafka_node.node_name(settings, node),
+                argv=kafka_node.server_argv(settings, home),
+                ready=(
+                    _kafka_node_ready(settings, supervisor, node)
+                    if cluster
+                    else _kafka_ready(settings)
+                ),
+                port=port,
+                before_start=prepare,
+                start_timeout=90,
+                stop_timeout=30,
+            )
+        )
+    return specs
 
 
 def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
@@ -188,8 +245,8 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
             env=metrics,
             cwd=REPO_ROOT,
         ),
-        module("recorder", ["recorder"]),
-        module("bridge", ["bridge"]),
+        *(module(name, ["recorder"]) for name in instance_names("recorder", settings.recorders)),
+        *(module(name, ["bridge"]) for name in instance_names("bridge", settings.bridges)),
         *workers,
         ProcessSpec(
             name="flower",
