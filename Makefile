@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup up down status migrate test lint typecheck unit demo bench clean
+.PHONY: setup up down status migrate test pytest lint typecheck unit demo bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,8 +26,18 @@ lint: setup
 typecheck: setup
 	@.venv/bin/mypy
 
-test: up lint typecheck
-	@$(PY) -m pytest
+test: setup lint typecheck pytest
+
+# The suite against the default stack, which it leaves as it found it: started for the
+# run, it is stopped afterwards unless some of it was running before (`ops status` showed
+# a PID). The exit code is pytest's (or `ops up`'s, if the stack could not start).
+pytest:
+	@if $(PY) -m ops status 2>/dev/null | awk 'NR > 1 && $$3 != "-" {up = 1} END {exit !up}'; \
+	then was_up=1; else was_up=0; fi; \
+	trap : INT TERM; \
+	$(PY) -m ops up && $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$was_up = 0 ]; then echo "make test: stopping the stack it started"; $(PY) -m ops down; fi; \
+	exit $$rc
 
 demo: up
 	@$(PY) -m ops demo
