@@ -18,8 +18,8 @@ from typing_extensions import TypedDict
 
 from app import models
 from app.http import json_response
-from app.models import Timestamp
 from app.stats_api import STREAM_SECONDS
+from app.stats_view import StatsBody
 from core.settings import Settings
 from core.stream_stats import WINDOWS
 
@@ -35,23 +35,6 @@ class StatsQuery(TypedDict, total=False):
 
 class StatsStreamQuery(StatsQuery, total=False):
     max_seconds: Annotated[int, Field(ge=1, le=STREAM_SECONDS)]
-
-
-class StatsAnswer(TypedDict):
-    """The figures of GET /api/v1/stats (built by app/stats_view.py)."""
-
-    window: str
-    window_seconds: int
-    covered_seconds: int
-    team: str | None
-    generated_at: Timestamp
-    age_seconds: float
-    relative_accuracy: float
-    overall: dict[str, Any]
-    by_team: dict[str, Any]
-    by_priority: dict[str, Any]
-    by_routine: dict[str, Any]
-    totals: dict[str, Any]
 
 
 ERRORS = {
@@ -140,7 +123,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "only; an admin may narrow to a team. `totals` counts since the statistics started.",
         operation_id="getStats",
         query=StatsQuery,
-        answers={200: ("The figures", StatsAnswer)},
+        answers={200: ("The figures", StatsBody)},
         errors=(400, 401, 403, 503),
         error_texts={503: "No statistics yet, or Redis cannot be reached"},
     ),

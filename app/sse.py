@@ -57,13 +57,6 @@ class StreamSlots:
             self.open = max(0, self.open - 1)
 
 
-def stream_slots() -> StreamSlots:
-    """This process's slots (held by `Services`)."""
-    from app.services import services  # services imports this module
-
-    return services().stream_slots
-
-
 def sse_response(chunks: Iterator[bytes], slots: StreamSlots) -> Response:
     """A streaming response that gives its slot back when the server closes it (after
     the last chunk, or when the client went away)."""

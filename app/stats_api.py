@@ -17,8 +17,8 @@ from app.api import principal
 from app.errors import BadRequest, Unavailable
 from app.http import json_response, query_args
 from app.services import services
-from app.sse import sse_comment, sse_event, sse_response, sse_retry, stream_slots
-from app.stats_store import StatsStore, StatsUnavailable, stats_store
+from app.sse import sse_comment, sse_event, sse_response, sse_retry
+from app.stats_store import StatsStore, StatsUnavailable
 from app.stats_view import recent_view, stats_view
 from core.stats_shape import Snapshot
 from core.stream_stats import ALL, DEFAULT_WINDOW, WINDOWS
@@ -58,7 +58,7 @@ def _snapshot(store: StatsStore) -> Snapshot:
 def read_stats() -> Response:
     args = query_args({"window", "team"})
     window, team = _window(args), _team(args)
-    snapshot = _snapshot(stats_store())
+    snapshot = _snapshot(services().stats_store)
     return json_response(stats_view(snapshot, window, team, time.time()))
 
 
@@ -73,10 +73,10 @@ def _max_seconds(args: dict[str, str]) -> int:
 def stream_stats() -> Response:
     args = query_args({"window", "team", "max_seconds"})
     window, team, lifetime = _window(args), _team(args), _max_seconds(args)
-    store = stats_store()
+    store = services().stats_store
     _snapshot(store)  # 503 now, rather than an empty stream, if there are no figures
     chunks = _stream(store, window, team, lifetime)
-    slots = stream_slots()
+    slots = services().stream_slots
     slots.take()
     return sse_response(chunks, slots)
 

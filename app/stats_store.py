@@ -38,10 +38,3 @@ class StatsStore:
         except redis.RedisError as exc:
             raise StatsUnavailable(f"Redis cannot be reached: {type(exc).__name__}") from None
         return [orjson.loads(item) for item in raw]
-
-
-def stats_store() -> StatsStore:
-    """This process's store (held by `Services`)."""
-    from app.services import services  # services imports this module
-
-    return services().stats_store

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Generic, TypedDict
+from typing import Generic
+
+from typing_extensions import TypedDict
 
 from core.stats_shape import (
     Breakdown,

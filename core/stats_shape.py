@@ -10,7 +10,10 @@ there appears in every count here.
 
 from __future__ import annotations
 
-from typing import Generic, TypedDict, TypeVar
+from typing import Generic, TypeVar
+
+# pydantic reads TypedDicts (for the OpenAPI document) only from typing_extensions on 3.11.
+from typing_extensions import TypedDict
 
 from core.status import OUTCOMES, SUCCESS, Status
 from core.status import names as status_names
