@@ -16,7 +16,6 @@ import pytest
 from confluent_kafka import KafkaError
 from sqlalchemy.sql.dml import Insert
 
-import app.kafka_submitter
 from app.accepted_cache import AcceptedCache
 from app.auth import Principal
 from app.errors import ApiError, TooManyRequests
@@ -207,14 +206,13 @@ def test_a_team_key_cannot_submit_for_another_team(rig: Rig) -> None:
     assert [r.team for r in rig.produced()] == ["alpha"]
 
 
-def test_the_kafka_submitter_answers_a_message_the_producer_refuses_alone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_kafka_submitter_answers_a_message_the_producer_refuses_alone() -> None:
     producer = FakeProducer()
     producer.refuse(lambda message: message.key() == b"2")
-    monkeypatch.setattr(app.kafka_submitter, "make_producer", lambda *a, **k: producer)
     durable: list[tuple[bytes, bytes]] = []
-    submitter = KafkaSubmitter(unit_settings(), on_durable=durable.extend)
+    submitter = KafkaSubmitter(
+        unit_settings(), on_durable=durable.extend, producer=cast(Any, producer)
+    )
     try:
         answers = submitter.send([("tasks.alpha", str(n).encode(), b"{}") for n in (1, 2, 3)])
     finally:
