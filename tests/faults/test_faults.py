@@ -18,6 +18,7 @@ import shutil
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,13 +56,21 @@ class World:
         assert tracked is not None, f"{component} is not running"
         return tracked.pid
 
-    def kill9(self, component: str) -> None:
-        os.killpg(self.pid(component), signal.SIGKILL)
+    def kill9(self, component: str) -> int:
+        """kill -9 the component's process group; returns the PID it had."""
+        pid = self.pid(component)
+        os.killpg(pid, signal.SIGKILL)
         wait_for(
             lambda: Supervisor(self.run_dir).tracked(component) is None,
             timeout=30,
             what=f"{component} to be gone",
         )
+        return pid
+
+    def pool(self, component: str) -> frozenset[int]:
+        """The PIDs of a worker's pool processes (its group, less the main process)."""
+        main = self.pid(component)
+        return frozenset(Supervisor(self.run_dir).group_members(main)) - {main}
 
 
 @pytest.fixture(scope="module")
@@ -155,38 +164,49 @@ def _run(world: World, engine: Engine) -> None:
     load = Load(f"http://127.0.0.1:{world.settings.api_port}", key)
     thread = threading.Thread(target=load.run, daemon=True)
     thread.start()
-    faults: list[str] = []
+    # Each fault with what was seen before and after it: what it hits was replaced (a new
+    # PID, a new pool process, a Postgres started anew) or lost (Redis's data).
+    faults: dict[str, tuple[object, object]] = {}
     try:
         load.wait_for_more(300)
-        world.kill9("bridge")
-        faults.append("kill -9 bridge")
+        killed = world.kill9("bridge")
         load.wait_for_more(100)
         world.up()
+        faults["kill -9 bridge"] = (killed, world.pid("bridge"))
 
         load.wait_for_more(300)
-        world.kill9("worker-1")
-        faults.append("kill -9 worker-1 (main process and pool)")
+        killed = world.kill9("worker-1")
         load.wait_for_more(100)
         world.up()
+        faults["kill -9 worker-1 (main process and pool)"] = (killed, world.pid("worker-1"))
 
         load.wait_for_more(200)
-        members = Supervisor(world.run_dir).group_members(world.pid("worker-2"))
-        child = next(pid for pid in members if pid != world.pid("worker-2"))
+        pool = world.pool("worker-2")
+        child = min(pool)
         os.kill(child, signal.SIGKILL)
-        faults.append("kill -9 one pool process of worker-2")
+
+        def replaced() -> frozenset[int] | None:
+            now = world.pool("worker-2")
+            return now if child not in now and len(now) == len(pool) else None
+
+        renewed = wait_for(replaced, timeout=60, what="worker-2 to replace its pool process")
+        faults["kill -9 one pool process of worker-2"] = (pool, renewed)
 
         load.wait_for_more(300)
-        world.kill9("kafka")
-        faults.append("kill -9 kafka")
+        killed = world.kill9("kafka")
         wait_for(
             lambda: load.answers["503"] + load.answers["item 503"] > 0,
             timeout=60,
             what=f"a 503 while Kafka is away (answers so far: {load.answers})",
         )
         world.up()
+        faults["kill -9 kafka"] = (killed, world.pid("kafka"))
 
         load.wait_for_more(300)
         client = redis.Redis(port=world.settings.redis_port)
+        marker = f"faults:marker:{uuid.uuid4().hex}"
+        client.set(marker, "written before the shutdown")
+        stored = client.exists(marker)
         with contextlib.suppress(redis.ConnectionError):  # it closes the connection as it goes
             client.shutdown(nosave=True)
         wait_for(
@@ -196,13 +216,18 @@ def _run(world: World, engine: Engine) -> None:
         )
         # Without saving *and* without its append-only file: the broker's data is lost.
         shutil.rmtree(world.run_dir / "redis", ignore_errors=True)
-        faults.append("redis shut down without saving, its data thrown away")
         world.up()
+        with redis.Redis(port=world.settings.redis_port) as client:
+            faults["redis shut down without saving, its data thrown away"] = (
+                stored,
+                client.exists(marker),
+            )
 
         load.wait_for_more(300)
+        started_at = _postmaster_start(engine)
         restarted = ops(world.env, "restart", "postgres")
         assert restarted.returncode == 0, restarted.stderr
-        faults.append("postgres restarted")
+        faults["postgres restarted"] = (started_at, _postmaster_start(engine))
         load.wait_for_more(200)
     finally:
         load.stop.set()
@@ -257,4 +282,9 @@ def _run(world: World, engine: Engine) -> None:
     assert statuses == {"SUCCEEDED": len(ids)}
     assert terminal_events == len(ids)  # exactly one terminal event per task
     assert server_errors == {}
-    assert len(faults) == 6
+    assert {name: seen for name, seen in faults.items() if seen[0] == seen[1]} == {}
+
+
+def _postmaster_start(engine: Engine) -> object:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT pg_postmaster_start_time()")).scalar_one()

@@ -61,8 +61,12 @@ def test_a_task_already_terminal_in_the_database_takes_only_late_history() -> No
     rows, tasks, dropped = plan(events, known)
     assert [r["status"] for r in rows] == ["QUEUED"]
     assert dropped == 2
-    # The row is written without moving the status (the SQL keeps terminal rows as they are).
-    assert tasks[TASK]["progress"] == 0 or tasks[TASK]["status"] != "FAILED"
+    # The row brings no status of its own (not even QUEUED's progress): the upsert keeps
+    # the stored status, result and finish time, and the task stays terminal here too.
+    row = tasks[TASK]
+    assert row["progress"] == 0 < progress(Status.QUEUED, 1)
+    assert row["result"] is None and row["finished_at"] is None
+    assert known[TASK] == _Known(progress(Status.SUCCEEDED, 1), T0 + timedelta(seconds=3))
 
 
 def test_a_late_queued_never_hides_a_later_status() -> None:
