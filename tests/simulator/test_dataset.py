@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from simulator.dataset import (
@@ -148,12 +149,10 @@ def test_the_published_schema_is_current() -> None:
 def test_bundled_datasets_are_valid(path: Any) -> None:
     dataset = load_dataset(path)
     assert dataset.size > 0
-    jsonschema_rs = pytest.importorskip("jsonschema_rs")
     jsonschema_rs.validate(json_schema(), json.loads(path.read_text(encoding="utf-8")))
 
 
 def test_schema_and_validator_agree_on_simple_faults() -> None:
-    jsonschema_rs = pytest.importorskip("jsonschema_rs")
     validator = jsonschema_rs.validator_for(json_schema())
     assert validator.is_valid(GOOD)
     for changes in ({"at": "06:01"}, {"priority": "urgent"}, {"team": None}, {"count": 0}):
