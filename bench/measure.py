@@ -7,24 +7,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from core.percentiles import summary
 from ops.supervisor import Supervisor
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99/max of `values` (nearest rank), rounded; empty gives zeros."""
-    if not values:
-        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-    return {
-        "p50": round(rank(0.50), 2),
-        "p90": round(rank(0.90), 2),
-        "p99": round(rank(0.99), 2),
-        "max": round(ordered[-1], 2),
-    }
+    """p50/p90/p99/max of `values` (nearest rank, core.percentiles), rounded to 0.01;
+    empty gives zeros."""
+    return {name: round(v or 0.0, 2) for name, v in summary(values).items()}
 
 
 def _rss_kib(pid: int) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from core.percentiles import summary
 from core.priority import Priority
 from core.priority import names as priority_names
 from core.status import OUTCOMES, TERMINAL
@@ -33,19 +34,11 @@ MAX_BUCKETS = 240
 
 def percentiles(values: Iterable[float], *, scale: float = 1000.0) -> dict[str, Any]:
     """count, p50, p90, p99 and max of `values` times `scale` (seconds to ms by default),
-    nearest-rank, rounded to microseconds; the statistics are None when there are no values."""
-    ordered = sorted(values)
-    stats: dict[str, Any] = {"count": len(ordered)}
-    for p in (50, 90, 99):
-        stats[f"p{p}"] = _scaled(_rank(ordered, p), scale)
-    stats["max"] = _scaled(ordered[-1] if ordered else None, scale)
-    return stats
-
-
-def _rank(ordered: Sequence[float], p: float) -> float | None:
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+    nearest-rank (core.percentiles), rounded to microseconds; the statistics are None
+    when there are no values."""
+    measured = list(values)
+    found = summary(measured)
+    return {"count": len(measured), **{name: _scaled(v, scale) for name, v in found.items()}}
 
 
 def _scaled(value: float | None, scale: float) -> float | None:
