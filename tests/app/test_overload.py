@@ -15,9 +15,15 @@ from tests.tasks_db import count_tasks
 pytestmark = pytest.mark.stack
 
 
+# One token a thousand seconds: what the test sees depends on the burst (a count), not
+# on how fast this machine sends (at 2 tasks/s a slow run earned a token back).
+RATE = 0.001
+BURST = 10
+
+
 @pytest.fixture(scope="module")
 def limited(stack: Settings) -> Iterator[Instance]:
-    limits = Instance(stack, "limits", TEAM_RATE_LIMITS="bravo:2", RATE_BURST="10")
+    limits = Instance(stack, "limits", TEAM_RATE_LIMITS=f"bravo:{RATE}", RATE_BURST=str(BURST))
     with limits.running(["api"]) as instance:
         yield instance
 
@@ -25,15 +31,18 @@ def limited(stack: Settings) -> Iterator[Instance]:
 def test_a_team_over_its_rate_limit_gets_429_with_retry_after(limited: Instance) -> None:
     task = {"team": "bravo", "routine": "noop"}
     with limited.client() as client:
-        first = client.post("/api/v1/tasks/batch", json={"tasks": [task] * 10})
+        first = client.post("/api/v1/tasks/batch", json={"tasks": [task] * (BURST - 1)})
         assert first.status_code == 202
-        assert first.json()["accepted"] == 10
+        assert first.json()["accepted"] == BURST - 1
+        answers = [client.post("/api/v1/tasks", json=task).status_code for _ in range(3)]
+        assert answers == [202, 429, 429]  # exactly the burst goes through
         refused = client.post("/api/v1/tasks", json=task)
         assert refused.status_code == 429
-        assert int(refused.headers["Retry-After"]) >= 1
+        # Retry-After: the time one token takes to come back, less what already came.
+        assert 0.9 / RATE < int(refused.headers["Retry-After"]) <= 1 / RATE
         error = refused.json()["error"]
         assert error["code"] == "rate_limited"
-        assert "team bravo is over its rate limit of 2 tasks/s" in error["message"]
+        assert f"team bravo is over its rate limit of {RATE:g} tasks/s" in error["message"]
         # Other teams have their own budget.
         assert client.post("/api/v1/tasks", json={**task, "team": "alpha"}).status_code == 202
 
