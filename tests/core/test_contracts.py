@@ -22,7 +22,7 @@ from core.priority import Priority
 from core.status import Status
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("app", "bench", "bridge", "core", "ops", "recorder", "simulator", "tasks")
+PACKAGES = ("app", "bench", "bridge", "core", "ops", "recorder", "simulator", "tasks", "testing")
 SUFFIXES = (".py", ".js", ".html")
 
 # Files owned elsewhere that still list statuses or priorities by hand: path -> why.
