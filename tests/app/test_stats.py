@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from app import api, create_app
-from app.auth import Principal
+from app.auth import Principal, create_key
 from app.errors import TooManyRequests
 from app.sse import StreamSlots, sse_comment, sse_event
 from app.stats_store import StatsStore, StatsUnavailable
@@ -24,6 +24,7 @@ from core.settings import Settings
 from recorder.stats_windows import RELATIVE_ACCURACY
 from tests.app.sse_client import read_events
 from tests.helpers import wait_for
+from tests.instance import Instance
 from tests.tasks_db import events, submit_batch, wait_terminal
 
 TEAMS = ["alpha", "bravo", "charlie"]
@@ -159,88 +160,77 @@ def _ms(later: datetime, earlier: datetime) -> float:
     return (later - earlier).total_seconds() * 1000
 
 
-class RecorderRestarted(Exception):
-    """The recorder (and its in-memory statistics) restarted while we measured."""
+# The known set runs on a platform instance of its own, for a team that exists only there:
+# its figures are exactly what the test submitted, whatever other tests ran before or run
+# meanwhile, and nobody else restarts its recorder (which holds the statistics).
+OWN_TEAM = "stats-known-set"
 
 
-def _fail_slice(charlie: httpx.Client, window: str = "1m") -> dict[str, Any]:
-    found: dict[str, Any] = _stats(charlie, window=window)["by_routine"].get("fail", {})
+@pytest.fixture(scope="module")
+def own_team(stack: Settings) -> Iterator[Instance]:
+    with Instance(stack, "stats", TEAMS=OWN_TEAM).running(
+        ["api", "recorder", "bridge", "worker-1"]
+    ) as instance:
+        yield instance
+
+
+def _fail_slice(client: httpx.Client, window: str = "1m") -> dict[str, Any]:
+    found: dict[str, Any] = _stats(client, window=window)["by_routine"].get("fail", {})
     return found
 
 
-def _fail_totals(charlie: httpx.Client) -> tuple[str, dict[str, Any]]:
-    totals = _stats(charlie)["totals"]
-    return totals["since"], totals["by_routine"].get("fail", {"transitions": {}, "outcomes": {}})
+def _fail_totals(client: httpx.Client) -> dict[str, Any]:
+    found: dict[str, Any] = _stats(client)["totals"]["by_routine"].get("fail", {})
+    return found
 
 
 def _measure(
-    charlie: httpx.Client, engine: Engine, successes: int, failures: int
+    client: httpx.Client, engine: Engine, successes: int, failures: int
 ) -> tuple[list[str], dict[str, str], dict[str, list[Any]], dict[str, Any]]:
-    """Submit the set; wait until the totals have moved by exactly what Postgres recorded
-    and the 1-minute window holds exactly these tasks. Returns (ids, final statuses,
-    timelines, the window's `fail` figures); raises RecorderRestarted."""
-    # An earlier run's tasks must have left the 1-minute window first.
+    """Submit the set; wait until the totals and the 1-minute window hold exactly what
+    Postgres recorded. Returns (ids, final statuses, timelines, the window's figures)."""
+
+    def totals() -> dict[str, Any]:
+        found = _fail_totals(client)
+        return {
+            kind: {status: n for status, n in found.get(kind, {}).items() if n}
+            for kind in ("transitions", "outcomes")
+        }
+
     wait_for(
-        lambda: not any(_fail_slice(charlie).get("transitions", {}).values()),
-        timeout=90,
-        interval=1,
-        what="charlie's fail routine to be quiet for a minute",
+        lambda: client.get("/api/v1/stats").status_code == 200,
+        timeout=30,
+        what="the instance's first statistics",
     )
-    since, before = _fail_totals(charlie)
-    item = {"team": "charlie", "routine": "fail", "priority": "medium"}
+    assert totals() == {"transitions": {}, "outcomes": {}}, "the statistics start empty"
+    item = {"team": OWN_TEAM, "routine": "fail", "priority": "medium"}
     items = [{**item, "payload": {"times": 1}}] * successes
     items += [{**item, "payload": {"times": 10}}] * failures
-    ids = submit_batch(charlie, items)
+    ids = submit_batch(client, items)
     final = wait_terminal(engine, ids)
     timelines = events(engine, ids)
     transitions = Counter(e.status for timeline in timelines.values() for e in timeline)
     expected = {"transitions": dict(transitions), "outcomes": dict(Counter(final.values()))}
-
-    def delta() -> dict[str, Any]:
-        now_since, after = _fail_totals(charlie)
-        if now_since != since:
-            raise RecorderRestarted
-        return {
-            kind: {
-                status: moved
-                for status in after[kind]
-                if (moved := after[kind][status] - before[kind].get(status, 0))
-            }
-            for kind in ("transitions", "outcomes")
-        }
-
-    wait_for(lambda: delta() == expected, timeout=30, what="the totals to count our tasks")
+    wait_for(lambda: totals() == expected, timeout=30, what="the totals to count our tasks")
 
     def exactly_ours() -> dict[str, Any] | None:
-        found = _fail_slice(charlie)
-        seen = {status: n for status, n in found["transitions"].items() if n}
+        found = _fail_slice(client)
+        seen = {status: n for status, n in found.get("transitions", {}).items() if n}
         return found if seen == expected["transitions"] else None
 
     window = wait_for(exactly_ours, timeout=30, what="the 1-minute window to hold our tasks")
-    if _fail_totals(charlie)[0] != since:
-        raise RecorderRestarted
     return ids, final, timelines, window
 
 
 @pytest.mark.stack
-def test_stats_match_a_known_submitted_set(
-    api_url: str, team_key: Callable[[str], str], engine: Engine
-) -> None:
-    """Team charlie's `fail` routine is this test's own slice (no other test submits it):
-    6 tasks that fail once then succeed, 4 that fail all 4 attempts. The totals must move
-    by exactly what Postgres recorded, and the 1-minute window, once it holds exactly
-    these tasks, must give their counts, success rate, throughput and latencies.
-    Statistics live in the recorder's memory: if another test restarts the recorder
-    meanwhile, the set is submitted again (up to three times)."""
+def test_stats_match_a_known_submitted_set(own_team: Instance) -> None:
+    """6 `fail` tasks that fail once then succeed, 4 that fail all 4 attempts. The totals
+    must count exactly what Postgres recorded, and the 1-minute window must give their
+    counts, success rate, throughput and latencies."""
     successes, failures = 6, 4
-    with _client(api_url, team_key("charlie")) as charlie:
-        for attempt in range(3):
-            try:
-                ids, final, timelines, window = _measure(charlie, engine, successes, failures)
-                break
-            except RecorderRestarted:
-                if attempt == 2:
-                    raise
+    key = create_key(own_team.engine, team=OWN_TEAM, admin=False)[1]
+    with own_team.client(key) as client:
+        ids, final, timelines, window = _measure(client, own_team.engine, successes, failures)
     assert Counter(final.values()) == {"SUCCEEDED": successes, "FAILED": failures}
     started = sum(e.status == "STARTED" for timeline in timelines.values() for e in timeline)
     assert started == successes * 2 + failures * 4  # what `fail` promises
