@@ -1,0 +1,96 @@
+"""No key or password is in any log of the stack.
+
+The test sends keys and the Flower password itself, in every way a client might (right,
+wrong, malformed, in the URL), follows a task through every stage, and then reads every
+log. It does not need to run last: what it checks is its own traffic (and whatever other
+tests sent before it, which it reads too).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from app.auth import create_key
+from core.settings import Settings
+from ops.services import flower_credentials
+from tests.tasks_db import wait_terminal
+
+pytestmark = pytest.mark.stack
+
+KEY = re.compile(r"tpk_[0-9a-f]{8}_[A-Za-z0-9_-]{20,}")
+BEARER = re.compile(r"(?i)bearer\s+(?!\*\*\*)[A-Za-z0-9_-]{12,}")
+
+
+def _send_secrets(stack: Settings, api_url: str, key: str, unknown: str) -> str:
+    """Use the key and the Flower password, rightly and wrongly; returns a task id that
+    went through every stage."""
+    bearer = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=api_url, timeout=30) as api:
+        submitted = api.post(
+            "/api/v1/tasks",
+            headers=bearer,
+            json={"team": "alpha", "routine": "echo", "payload": {"m": uuid.uuid4().hex}},
+        )
+        assert submitted.status_code == 202, submitted.text
+        task_id: str = submitted.json()["task_id"]
+        # Refused: another team's task, an unknown routine (alone and in a batch), a
+        # malformed id, a bad query.
+        refusals = [
+            ("POST", "/api/v1/tasks", {"team": "bravo", "routine": "noop"}, 403),
+            ("POST", "/api/v1/tasks", {"team": "alpha", "routine": "nope"}, 422),
+            ("POST", "/api/v1/tasks/batch", {"tasks": [{"team": "alpha", "routine": "?"}]}, 202),
+            ("GET", "/api/v1/tasks/not-a-task-id", None, 404),
+            ("GET", "/api/v1/stats?window=2m", None, 400),
+        ]
+        for method, path, body, status in refusals:
+            response = api.request(method, path, headers=bearer, json=body)
+            assert response.status_code == status, (path, response.text)
+        with api.stream(
+            "GET", "/api/v1/stats/stream", headers=bearer, params={"max_seconds": "1"}
+        ) as stream:
+            assert stream.status_code == 200
+            stream.read()
+        for header in (f"Bearer {unknown}", f"Basic {key}", key, f"Bearer {key} {key}"):
+            response = api.get("/api/v1/tasks", headers={"Authorization": header})
+            assert response.status_code == 401, header
+        assert api.get("/api/v1/tasks", params={"key": key}).status_code == 401
+        assert api.get("/dashboard", params={"key": key}).status_code == 200
+    user, password = flower_credentials(stack, stack.run_dir).split(":", 1)
+    flower = f"http://127.0.0.1:{stack.flower_port}/"
+    assert httpx.get(flower, auth=(user, password), timeout=30).status_code == 200
+    assert httpx.get(flower, auth=(user, password[::-1]), timeout=30).status_code == 401
+    return task_id
+
+
+def test_no_key_or_password_appears_in_any_log(
+    stack: Settings, api_url: str, engine: Engine
+) -> None:
+    key = create_key(engine, team="alpha", admin=False)[1]
+    unknown = f"tpk_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
+    task_id = _send_secrets(stack, api_url, key, unknown)
+    # Through the bridge, a worker and the recorder: each stage has logged what it would.
+    assert wait_terminal(engine, [task_id]) == {task_id: "SUCCEEDED"}
+
+    password = flower_credentials(stack, stack.run_dir).split(":", 1)[1]
+    logs = sorted(Path(stack.run_dir).rglob("*.log"))
+    assert logs, "no log files found"
+    leaks = []
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for pattern in (KEY, BEARER):
+            leaks.extend(f"{path}: {m.group(0)[:12]}…" for m in pattern.finditer(text))
+        for secret, what in (
+            (key, "our key"),
+            (unknown, "an unknown key"),
+            (password, "the Flower password"),
+        ):
+            if secret in text:
+                leaks.append(f"{path}: {what}")
+    assert leaks == []
