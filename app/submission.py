@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -95,23 +95,15 @@ class Accepted:
 Outcome = Accepted | ApiError
 
 
+@dataclass
 class Submission:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        engine: Engine,
-        submitter: KafkaSubmitter,
-        cache: AcceptedCache,
-        policy: RoutingPolicy,
-        limiter: RateLimiter | None = None,
-    ) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.submitter = submitter
-        self.cache = cache
-        self.policy = policy
-        self.limiter = limiter
+    settings: Settings
+    _: KW_ONLY
+    engine: Engine
+    submitter: KafkaSubmitter
+    cache: AcceptedCache
+    policy: RoutingPolicy
+    limiter: RateLimiter | None = None
 
     def submit(self, principal: Principal, items: list[SubmitRequest | ApiError]) -> list[Outcome]:
         """Accept every valid item; each item gets its own outcome, in order."""

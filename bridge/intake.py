@@ -34,24 +34,27 @@ class Intake:
             request = decode_request(message.value())
             return self._take_in(request, message, source, now)
         except MalformedMessage as exc:
-            self._dead_letter(message, source, exc.reason, exc.task_id, exc.team)
+            reason, task_id, team = exc.reason, exc.task_id, exc.team
         except (RoutingError, EventRefused) as exc:
             assert request is not None
-            self._dead_letter(message, source, str(exc), request.task_id, request.team, request)
+            reason, task_id, team = str(exc), request.task_id, request.team
         except Stopping:
             raise
         except Exception as exc:
             # A fault of ours, met on this message: it must not stop every team's tasks.
             task_id = request.task_id if request else None
+            team = request.team if request else None
             log.exception("cannot take a request in", extra={"task_id": task_id})
-            self._dead_letter(
-                message,
-                source,
-                f"internal error while taking the request in: {exc!r}",
-                task_id,
-                request.team if request else None,
-                request,
-            )
+            reason = f"internal error while taking the request in: {exc!r}"
+        self.announcer.dead_letter(
+            message.value(),
+            message.key(),
+            source,
+            reason,
+            task_id=task_id,
+            team=team or (self.team_by_topic.get(source.topic) if task_id else None),
+            request=request,
+        )
         return None
 
     def _take_in(
@@ -65,14 +68,7 @@ class Intake:
                 task_id=request.task_id,
                 team=request.team,
             )
-        route = self.policy.route(
-            task_id=request.task_id,
-            team=request.team,
-            routine=request.routine,
-            priority=request.priority,
-            accepted_at=request.accepted_at,
-            count_flood=request.is_first_delivery,
-        )
+        route = self.policy.route(request)
         if request.is_first_delivery:
             self.announcer.accepted(request, len(message.value() or b""))
         tp = (source.topic, source.partition)
@@ -82,26 +78,6 @@ class Intake:
             team=request.team,
             release_at=_release_time(request, route, now),
             partition_key=tp,
-        )
-
-    def _dead_letter(
-        self,
-        message: Message,
-        source: Source,
-        reason: str,
-        task_id: str | None,
-        team: str | None,
-        request: TaskRequest | None = None,
-    ) -> None:
-        team = team or (self.team_by_topic.get(source.topic) if task_id else None)
-        self.announcer.dead_letter(
-            message.value(),
-            message.key(),
-            source,
-            reason,
-            task_id=task_id,
-            team=team,
-            request=request,
         )
 
 

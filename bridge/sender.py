@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import orjson
 import redis
@@ -33,28 +34,18 @@ def _same_routine(first: Pending, other: Pending) -> bool:
     return first.request.routine == other.request.routine
 
 
+@dataclass(kw_only=True)
 class Sender:
-    def __init__(
-        self,
-        *,
-        dispatcher: Dispatcher,
-        scheduler: PriorityScheduler[Pending],
-        policy: RoutingPolicy,
-        announcer: Announcer,
-        offsets: OffsetTracker,
-        headroom: int | None,
-        warn: Callable[[str], None],
-    ) -> None:
-        self.dispatcher = dispatcher
-        self.scheduler = scheduler
-        self.policy = policy
-        self.announcer = announcer
-        self.offsets = offsets
-        self.headroom = headroom
-        self.warn = warn
-        self.capacity: Capacity | None = None
-        self.fast: list[PendingTask] = []
-        self._pushed_since_read = 0
+    dispatcher: Dispatcher
+    scheduler: PriorityScheduler[Pending]
+    policy: RoutingPolicy
+    announcer: Announcer
+    offsets: OffsetTracker
+    headroom: int | None  # DISPATCH_HEADROOM; None: as many as there are slots
+    warn: Callable[[str], None]
+    capacity: Capacity | None = field(default=None, init=False)
+    fast: list[PendingTask] = field(default_factory=list, init=False)
+    _pushed_since_read: int = field(default=0, init=False)
 
     def read_capacity(self) -> None:
         try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.messages import TaskRequest
 from core.priority import Priority
 from core.settings import RoutineSpec, Settings
 
@@ -89,24 +90,18 @@ class RoutingPolicy:
             )
         return wanted
 
-    def route(
-        self,
-        *,
-        task_id: str,
-        team: str,
-        routine: str,
-        priority: Priority,
-        accepted_at: datetime,
-        count_flood: bool = True,
-    ) -> Route:
-        spec = self.spec(routine)
+    def route(self, request: TaskRequest) -> Route:
+        """Where the request goes, and when. Only a first delivery counts towards its
+        team's flood quota (a retry or a re-dispatch was counted already)."""
+        task_id, team, priority = request.task_id, request.team, request.priority
+        spec = self.spec(request.routine)
         detail: dict[str, Any] = {}
         queue = priority
         if queue.rank < spec.highest_priority.rank:
             detail["capped_from"] = queue.value
             queue = spec.highest_priority
         quota = self.quota.get(queue)
-        if count_flood and quota is not None:
+        if request.is_first_delivery and quota is not None:
             sent = self.flood.add(team, queue)
             if sent > quota and queue is not Priority.lowest():
                 demoted = queue.demoted()
@@ -119,6 +114,6 @@ class RoutingPolicy:
         release_at = None
         if spec.stagger and queue is not Priority.highest():
             offset = stagger_fraction(task_id) * spec.stagger
-            release_at = accepted_at + timedelta(seconds=offset)
+            release_at = request.accepted_at + timedelta(seconds=offset)
             detail["staggered_by_seconds"] = round(offset, 3)
         return Route(queue=queue, release_at=release_at, detail=detail or None)

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -68,27 +68,21 @@ class PassResult:
     parked: int = 0
 
 
+@dataclass
 class Reconciler:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        engine: Engine,
-        client: redis.Redis,
-        producer: Producer,
-        lease_seconds: float = leases.RUNNING_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.redis = client
-        self.producer = producer
-        self.lease_seconds = lease_seconds
-        self.clock = clock
-        self.events = StatusPublisher(producer, settings)
-        self.dead_letters = DeadLetters(producer, settings, stage="reconciler")
-        # Tasks sent again recently: not again until their new dispatch had time to show.
-        self._recent: dict[str, float] = {}
+    settings: Settings
+    _: KW_ONLY
+    engine: Engine
+    client: redis.Redis
+    producer: Producer
+    lease_seconds: float = leases.RUNNING_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    # Tasks sent again recently: not again until their new dispatch had time to show.
+    _recent: dict[str, float] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.events = StatusPublisher(self.producer, self.settings)
+        self.dead_letters = DeadLetters(self.producer, self.settings, stage="reconciler")
 
     def run(self, stop: threading.Event) -> None:
         log.info("reconciler checking unfinished tasks every %.0fs", INTERVAL_SECONDS)
@@ -118,7 +112,7 @@ class Reconciler:
         result = PassResult(examined=len(rows))
         if not rows:
             return result
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         for row in rows:
             pipe.get(redis_keys.outcome(str(row.task_id)))
             pipe.get(leases.key(str(row.task_id)))
@@ -168,7 +162,7 @@ class Reconciler:
             accepted_at=row.created_at,
         )
         # Kept first, as a worker does: whoever meets the task next finds it ended.
-        self.redis.set(redis_keys.outcome(task_id), ending.encode(), ex=redis_keys.KEY_TTL)
+        self.client.set(redis_keys.outcome(task_id), ending.encode(), ex=redis_keys.KEY_TTL)
         self.events.emit(ending)
 
     def _redispatch(self, row: Any, now: float) -> None:

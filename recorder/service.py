@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 
 import psycopg
@@ -45,28 +45,22 @@ class _Batch:
     last: dict[tuple[str, int], int]
 
 
+@dataclass
 class Recorder:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        consumer: Consumer,
-        engine: Engine,
-        dead_letters: DeadLetters,
-        observers: list[Observer] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.settings = settings
-        self.consumer = consumer
-        self.engine = engine
-        self.dead_letters = dead_letters
-        self.clock = clock
-        self.observers = observers or []
+    settings: Settings
+    _: KW_ONLY
+    consumer: Consumer
+    engine: Engine
+    dead_letters: DeadLetters
+    observers: list[Observer] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+    recorded: int = field(default=0, init=False)
+    malformed: int = field(default=0, init=False)
+    _inflight: _Batch | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
         # One writer thread: Postgres works on a batch while the next one is decoded.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
-        self._inflight: _Batch | None = None
-        self.recorded = 0
-        self.malformed = 0
 
     def run(self, stop: threading.Event, ready_file: Path | None = None) -> None:
         self.dead_letters.stop = stop

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.messages import TaskRequest
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy, stagger_fraction
 from core.settings import BUILTIN_ROUTINES, RoutineSpec, RoutineType, Settings
@@ -42,7 +43,9 @@ def _route(
     priority: Priority = Priority.HIGH,
 ):  # type: ignore[no-untyped-def]
     return policy.route(
-        task_id=task, team=team, routine=routine, priority=priority, accepted_at=ACCEPTED
+        TaskRequest(
+            task_id=task, team=team, routine=routine, priority=priority, accepted_at=ACCEPTED
+        )
     )
 
 
@@ -90,6 +93,17 @@ def test_flooding_team_is_demoted_for_the_excess_only() -> None:
     # After the window, alpha is back to its quota.
     clock.now += 11
     assert _route(policy).queue is Priority.HIGH
+
+
+def test_only_a_first_delivery_counts_towards_the_flood_quota() -> None:
+    policy = RoutingPolicy(_settings(flood_quota={Priority.HIGH: 1}), clock=Clock())
+    first = TaskRequest(
+        task_id="t", team="alpha", routine="noop", priority=Priority.HIGH, accepted_at=ACCEPTED
+    )
+    assert policy.route(first).queue is Priority.HIGH
+    for again in (first.sent_again(retries=1), first.sent_again(dispatch=1)):
+        assert policy.route(again).queue is Priority.HIGH  # not counted: no demotion
+    assert policy.route(first.sent_again(task_id="u")).queue is Priority.MEDIUM
 
 
 def test_stagger_spreads_a_batch_routine_over_its_window_deterministically() -> None:
