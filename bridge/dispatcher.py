@@ -55,20 +55,8 @@ class Dispatch:
         return self.envelope.request.task_id
 
     @property
-    def routine(self) -> str:
-        return self.envelope.request.routine
-
-    @property
     def queue(self) -> Priority:
         return self.envelope.queue
-
-    @property
-    def dispatch(self) -> int:
-        return self.envelope.request.dispatch
-
-    @property
-    def retries(self) -> int:
-        return self.envelope.request.retries
 
 
 class BrokerProbe(Protocol):
@@ -152,7 +140,8 @@ class CeleryDispatcher:
         pipe = self.redis.pipeline(transaction=False)
         for item in batch:
             pipe.exists(redis_keys.outcome(item.task_id))
-            pipe.get(redis_keys.dispatched(item.task_id, item.dispatch, item.retries))
+            request = item.envelope.request
+            pipe.get(redis_keys.dispatched(item.task_id, request.dispatch, request.retries))
         replies = pipe.execute()
         result: list[str | None] = []
         for finished, previous in zip(replies[0::2], replies[1::2], strict=True):
@@ -171,13 +160,14 @@ class CeleryDispatcher:
             return
         pipe = self.redis.pipeline(transaction=False)
         for item in batch:
+            request = item.envelope.request
             pipe.set(
-                redis_keys.dispatched(item.task_id, item.dispatch, item.retries),
+                redis_keys.dispatched(item.task_id, request.dispatch, request.retries),
                 item.queue.value,
                 ex=redis_keys.KEY_TTL,
             )
             self.leases.acquire_in(
-                pipe, item.task_id, queued_holder(item.dispatch, item.retries), QUEUED_SECONDS
+                pipe, item.task_id, queued_holder(request.dispatch, request.retries), QUEUED_SECONDS
             )
         pipe.execute()
 
@@ -193,7 +183,7 @@ class CeleryDispatcher:
                 args = [item.envelope.to_json() for item in message]
                 try:
                     self.celery.send_task(
-                        task_name(first.routine),
+                        task_name(first.envelope.request.routine),
                         args=args,
                         # What Flower shows as the arguments; Celery's own saferepr of
                         # them costs more than the rest of the publish.

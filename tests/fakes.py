@@ -367,6 +367,11 @@ class _FakeResult:
 # The bridge's broker.
 
 
+def _claim(item: Dispatch) -> tuple[str, int, int]:
+    """What the dispatcher's claim is keyed by: a task's delivery (dispatch, retries)."""
+    return (item.task_id, item.envelope.request.dispatch, item.envelope.request.retries)
+
+
 class FakeDispatcher:
     """Stands in for bridge.dispatcher.CeleryDispatcher. The workers' room is what the
     test sets (`slots`, `queued`, `reserved`); a published message counts as queued, as
@@ -395,7 +400,7 @@ class FakeDispatcher:
         return [
             FINISHED
             if item.task_id in self.finished
-            else self.delivered.get((item.task_id, item.dispatch, item.retries))
+            else self.delivered.get(_claim(item))
             for item in batch
         ]
 
@@ -417,7 +422,7 @@ class FakeDispatcher:
     def mark(self, batch: list[Dispatch]) -> None:
         self.marked.extend(batch)
         for item in batch:
-            self.delivered[(item.task_id, item.dispatch, item.retries)] = item.queue.value
+            self.delivered[_claim(item)] = item.queue.value
 
     def workers_took_everything(self) -> None:
         """The workers emptied the Celery queues (and finished what they took)."""

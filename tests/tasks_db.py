@@ -14,6 +14,9 @@ from core.status import TERMINAL
 from tests.helpers import wait_for
 
 TERMINAL_VALUES = [s.value for s in TERMINAL]
+# The timeline of a task that succeeds at once, and of one that fails once and is retried.
+SUCCESS_PATH = ["ACCEPTED", "QUEUED", "STARTED", "SUCCEEDED"]
+RETRIED_ONCE_PATH = ["ACCEPTED", "QUEUED", "STARTED", "RETRYING", "QUEUED", "STARTED", "SUCCEEDED"]
 
 
 def statuses(engine: Engine, task_ids: Iterable[str]) -> dict[str, str]:

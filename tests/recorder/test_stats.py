@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -240,23 +241,11 @@ def test_a_second_end_or_news_after_the_end_is_ignored_as_the_recorder_does() ->
     events = _task()
     agg.observe(events, START)
     first = events[-1]
-    other_end = StatusEvent(
-        task_id=first.task_id,
-        status=Status.FAILED,
-        team=first.team,
-        routine=first.routine,
-        priority=first.priority,
-        at=first.at + timedelta(seconds=1),
-        attempt=1,
+    other_end = replace(
+        first, status=Status.FAILED, at=first.at + timedelta(seconds=1), attempt=1, event_id=""
     )
-    after = StatusEvent(
-        task_id=first.task_id,
-        status=Status.STARTED,
-        team=first.team,
-        routine=first.routine,
-        priority=first.priority,
-        at=first.at + timedelta(seconds=2),
-        attempt=2,
+    after = replace(
+        first, status=Status.STARTED, at=first.at + timedelta(seconds=2), attempt=2, event_id=""
     )
     agg.observe([other_end, after], START + 0.5)
     overall = _window(agg.snapshot(START + 2))["overall"]
