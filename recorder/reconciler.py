@@ -152,14 +152,8 @@ class Reconciler:
         self.dead_letters.send(
             outcome, reason=reason, key=task_id.encode(), team=row.team, task_id=task_id
         )
-        ending = StatusEvent(
-            task_id=task_id,
-            status=Status.FAILED,
-            team=row.team,
-            routine=row.routine,
-            priority=row.priority,
-            error=reason,
-            accepted_at=row.created_at,
+        ending = StatusEvent.for_request(
+            self._request_of(row, priority=Priority.MEDIUM), Status.FAILED, error=reason
         )
         # Kept first, as a worker does: whoever meets the task next finds it ended.
         self.client.set(redis_keys.outcome(task_id), ending.encode(), ex=redis_keys.KEY_TTL)
@@ -172,12 +166,7 @@ class Reconciler:
             # without one would be wrong.
             raise ValueError("its payload, too large for a status event, was not stored")
         idle = (utcnow() - row.updated_at).total_seconds()
-        request = TaskRequest(
-            task_id=task_id,
-            team=row.team,
-            routine=row.routine,
-            priority=Priority(row.priority),
-            accepted_at=row.created_at,
+        request = self._request_of(row).sent_again(
             payload=row.payload,
             dispatch=int(row.dispatch) + 1,
             retries=int(row.retries),
@@ -191,3 +180,21 @@ class Reconciler:
         )
         self._recent[task_id] = now
         log.warning("dispatching a lost task again: %s", request.note, extra={"task_id": task_id})
+
+    @staticmethod
+    def _request_of(row: Any, priority: Priority | None = None) -> TaskRequest:
+        """The task's request as Postgres has it. Raises ValueError for a priority this
+        platform does not know, unless `priority` says what to read it as instead."""
+        try:
+            asked = Priority(row.priority)
+        except ValueError:
+            if priority is None:
+                raise
+            asked = priority
+        return TaskRequest(
+            task_id=str(row.task_id),
+            team=row.team,
+            routine=row.routine,
+            priority=asked,
+            accepted_at=row.created_at,
+        )
