@@ -398,9 +398,7 @@ class FakeDispatcher:
 
     def seen(self, batch: list[Dispatch]) -> list[str | None]:
         return [
-            FINISHED
-            if item.task_id in self.finished
-            else self.delivered.get(_claim(item))
+            FINISHED if item.task_id in self.finished else self.delivered.get(_claim(item))
             for item in batch
         ]
 
