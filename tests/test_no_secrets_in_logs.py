@@ -81,7 +81,7 @@ def test_no_key_or_password_appears_in_any_log(
     password = flower_credentials(stack, stack.run_dir).split(":", 1)[1]
     logs = sorted(Path(stack.run_dir).rglob("*.log"))
     assert logs, "no log files found"
-    leaks = []
+    leaks: list[str] = []
     for path in logs:
         text = path.read_text(errors="replace")
         for pattern in (KEY, BEARER):

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -101,7 +102,7 @@ def _held_slot(instance: Instance, folder: Path) -> Iterator[str]:
         release.touch()
 
 
-def _backlog(instance: Instance, items: list[dict[str, object]]) -> list[str]:
+def _backlog(instance: Instance, items: list[dict[str, Any]]) -> list[str]:
     """Submit `items` and wait until the bridge has taken in every one (it announces a
     task ACCEPTED as it takes it in): with the slot held, they all wait in the bridge."""
     with instance.client() as client:
@@ -113,7 +114,7 @@ def _backlog(instance: Instance, items: list[dict[str, object]]) -> list[str]:
 def test_under_backlog_starts_follow_the_weights_and_low_is_in_every_round(
     one_slot: Instance, tmp_path: Path
 ) -> None:
-    items: list[dict[str, object]] = (
+    items = (
         [
             {"team": ("alpha", "bravo")[i % 2], **ONE_AT_A_TIME, "priority": "high"}
             for i in range(60)
