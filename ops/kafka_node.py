@@ -173,3 +173,22 @@ def server_argv(settings: Settings, home: Path) -> list[str]:
         "kafka.Kafka",
         str(home / "server.properties"),
     ]
+
+
+def active_controller(settings: Settings, timeout: float = 60) -> int:
+    """The node id of the active controller (the KRaft quorum's leader), from the Admin
+    API's DescribeMetadataQuorum (librdkafka has no such call, and its describe_cluster
+    names a random broker in KRaft). Raises RuntimeError if the cluster cannot say."""
+    result = subprocess.run(
+        [
+            "java", "-Xmx64m", "-Dlog4j2.level=OFF", "-cp", classpath(),
+            str(REPO_ROOT / "deploy" / "kafka" / "QuorumLeader.java"), settings.kafka_bootstrap,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    lines = result.stdout.split()
+    if result.returncode != 0 or not lines or not lines[-1].isdigit():
+        raise RuntimeError(f"no quorum leader: {result.stderr.strip()[-500:]}")
+    return int(lines[-1])
