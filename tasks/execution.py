@@ -332,6 +332,12 @@ class Run:
         request = self.request.sent_again(
             retries=retries + 1, not_before=datetime.now(UTC) + timedelta(seconds=delay)
         )
+        # This run is over: hand the lease on before the retry can reach a worker, or a
+        # quick redelivery would find this run's lease and skip itself as a duplicate.
+        self.resources.keeper.release(self.task_id)
+        self.resources.redis.set(
+            leases.key(self.task_id), "retrying", ex=int(delay) + leases.QUEUED_SECONDS
+        )
         producer = self.resources.producer
         try:
             producer.produce(
@@ -362,10 +368,6 @@ class Run:
         # The retry must be in Kafka before this delivery is acknowledged.
         if self.resources.events.flush(30):
             raise RuntimeError("retry request not acknowledged by Kafka")
-        self.resources.keeper.release(self.task_id)
-        self.resources.redis.set(
-            leases.key(self.task_id), "retrying", ex=int(delay) + leases.QUEUED_SECONDS
-        )
 
     def finish(self, status: Status, *, result: Any = None, error: str | None = None) -> None:
         event = self.event(status, result=result, error=error)
