@@ -322,3 +322,9 @@ def test_health_readiness_openapi_and_metrics(api: httpx.Client) -> None:
     metrics = api.get("/metrics")
     assert metrics.status_code == 200
     assert "api_requests_total" in metrics.text
+
+
+def test_a_nul_in_a_query_parameter_is_a_400_naming_it(api: httpx.Client) -> None:
+    response = api.get("/api/v1/tasks", params={"routine": "a\x00b", "status": "QUEUED"})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "query parameter 'routine' holds a NUL character"
