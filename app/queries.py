@@ -118,6 +118,8 @@ def list_tasks(
     if status is not None:
         conditions.append(tasks.c.status == status)
     if routine is not None:
+        if "\x00" in routine:  # no routine is named so, and Postgres text cannot hold NUL
+            return {"tasks": [], "next_cursor": None}
         conditions.append(tasks.c.routine == routine)
     if cursor is not None:
         created, task_id = cursor
