@@ -120,6 +120,8 @@ def as_task_body(request: TaskRequest) -> Task:
         "updated_at": accepted,
         "started_at": None,
         "finished_at": None,
+        "run_at": request.run_at.isoformat() if request.run_at else None,
+        "expires_at": request.expires_at.isoformat() if request.expires_at else None,
         "links": task_links(request.task_id),
         "payload": request.payload,
         "timeline": [

@@ -72,6 +72,10 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
 

@@ -10,14 +10,19 @@ from flask import Response, request
 from app.errors import BadRequest, UnsupportedMediaType
 
 
-def read_json() -> Any:
+def read_json(*, required: bool = True) -> Any:
     """The request body as JSON; anything that is not strictly JSON (NaN, bad UTF-8,
-    trailing garbage) is a 400, a non-JSON content type a 415."""
+    trailing garbage) is a 400, a non-JSON content type a 415. Not `required`: no body at
+    all is None."""
+    if not required and not request.content_length and not request.mimetype:
+        return None
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
             f"send the body as application/json, not {request.mimetype or 'no content type'}"
         )
     raw = request.get_data(cache=False)
+    if not raw and not required:
+        return None
     if not raw:
         raise BadRequest("the body is empty; send a JSON object")
     try:

@@ -42,8 +42,11 @@ def refusal(error: KafkaError) -> ApiError:
 class _Waiter:
     """Counts down the delivery reports of one request's messages."""
 
-    def __init__(self, messages: Sequence[Message3], finished: deque[_Waiter]) -> None:
+    def __init__(
+        self, messages: Sequence[Message3], finished: deque[_Waiter], *, hand_on: bool = True
+    ) -> None:
         self.messages = messages
+        self.hand_on = hand_on
         self.outcomes: list[ApiError | None] = [
             Unavailable("Kafka did not acknowledge the request in time")
         ] * len(messages)
@@ -56,7 +59,9 @@ class _Waiter:
             self.done.set()
 
     def durable(self) -> list[tuple[bytes, bytes]]:
-        """(key, value) of each message Kafka acknowledged."""
+        """(key, value) of each message Kafka acknowledged, if they go to `on_durable`."""
+        if not self.hand_on:
+            return []
         return [
             (key, value)
             for (_, key, value), outcome in zip(self.messages, self.outcomes, strict=True)
@@ -142,12 +147,13 @@ class KafkaSubmitter:
         for waiter in finished:
             waiter.done.set()
 
-    def send(self, messages: list[Message3]) -> list[ApiError | None]:
+    def send(self, messages: list[Message3], *, hand_on: bool = True) -> list[ApiError | None]:
         """Produce (topic, key, value) messages and wait until Kafka has acknowledged each,
         or the produce timeout passed. Returns, per message, None once it is durable or the
         reason it is not. Raises Unavailable at once when the local queue is full (nothing
-        of this call was produced then, or what was is reported as not acknowledged)."""
-        waiter = _Waiter(messages, self._finished)
+        of this call was produced then, or what was is reported as not acknowledged).
+        `hand_on=False`: what is durable does not go to `on_durable` (not task requests)."""
+        waiter = _Waiter(messages, self._finished, hand_on=hand_on)
         for index, (topic, key, value) in enumerate(messages):
             try:
                 self.producer.produce(

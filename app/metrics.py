@@ -27,6 +27,12 @@ SUBMITTED = Counter(
     "api_tasks_accepted_total", "Tasks accepted (202)", ["team", "priority", "routine"]
 )
 
+CANCELS = Counter(
+    "api_tasks_cancelled_total",
+    "Cancels that took effect, by the stage the task was at",
+    ["team", "stage"],
+)
+
 
 def install(app: Flask) -> None:
     @app.before_request

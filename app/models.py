@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from core.priority import Priority
@@ -40,6 +40,25 @@ class SubmitRequest(BaseModel):
     payload: dict[str, Any] | None = None
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        description="Run it then (RFC 3339, with an offset), not before: the task is SCHEDULED "
+        "until then. At most SCHEDULE_MAX_DAYS ahead. Not with delay_seconds.",
+    )
+    delay_seconds: float | None = Field(
+        default=None, ge=0, description="Run it this many seconds from now. Not with run_at."
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="If it has not started by then it ends EXPIRED and never runs. "
+        "Not with max_wait_seconds.",
+    )
+    max_wait_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="How long it may wait to start once due (from run_at, or from now): "
+        "after that it ends EXPIRED. Not with expires_at.",
     )
 
 
@@ -160,6 +179,8 @@ class TaskSummary(TypedDict):
     updated_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    run_at: Annotated[Timestamp | None, Field(description="a scheduled run: not before")]
+    expires_at: Annotated[Timestamp | None, Field(description="not started by then: EXPIRED")]
     links: Links
 
 
@@ -173,6 +194,50 @@ class Task(TaskSummary):
 class TaskPage(TypedDict):
     tasks: list[TaskSummary]
     next_cursor: Annotated[str | None, Field(description="pass it back for the next page")]
+
+
+class CancelRequest(BaseModel):
+    """The body of POST /api/v1/tasks/{task_id}/cancel (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    terminate: bool = Field(
+        default=False,
+        description="If the task is running, stop its process after CANCEL_GRACE_SECONDS "
+        "(the routine may end sooner by checking context.cancelled).",
+    )
+
+
+class CancelBatchRequest(CancelRequest):
+    """The body of POST /api/v1/tasks/cancel."""
+
+    task_ids: list[UuidText] = Field(min_length=1, max_length=1000)
+
+
+class CancelledTask(TypedDict):
+    """A cancel that took effect (or had already): the task ends CANCELLED and runs no
+    further step."""
+
+    task_id: UuidText
+    status: StatusName
+    stage: Annotated[StatusName, Field(description="where the task was when the cancel reached it")]
+    terminate: bool
+    links: Links
+
+
+class CancelResult(TypedDict):
+    """One task's answer in a batch cancel: `task` when cancelled (202), else `error`
+    (409 carries the status it ended with)."""
+
+    task_id: str
+    status_code: int
+    task: NotRequired[CancelledTask]
+    error: NotRequired[ErrorDetail]
+
+
+class CancelBatchAnswer(TypedDict):
+    cancelled: int
+    results: list[CancelResult]
 
 
 def task_links(task_id: str) -> Links:

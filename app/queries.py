@@ -34,6 +34,8 @@ def _task_body(row: Any) -> TaskSummary:
         "updated_at": row.updated_at.isoformat(),
         "started_at": _iso(row.started_at),
         "finished_at": _iso(row.finished_at),
+        "run_at": _iso(row.run_at),
+        "expires_at": _iso(row.expires_at),
         "links": task_links(str(row.task_id)),
     }
 

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from app.accepted_cache import AcceptedCache
 from app.auth import KeyStore
+from app.cancel import Canceller
 from app.kafka_submitter import KafkaSubmitter
 from app.rate_limit import RateLimiter
 from app.sse import StreamSlots
@@ -63,6 +64,16 @@ class Services:
     @property
     def submission(self) -> Submission:
         return self._lazy("submission", self._build_submission)
+
+    @property
+    def canceller(self) -> Canceller:
+        def build() -> Canceller:
+            submission = self.submission
+            return Canceller(
+                self.settings, self.engine, self.redis, submission.cache, submission.submitter
+            )
+
+        return self._lazy("canceller", build)
 
     @property
     def stats_store(self) -> StatsStore:

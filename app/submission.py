@@ -12,10 +12,10 @@ import logging
 import uuid
 from collections import Counter
 from dataclasses import KW_ONLY, dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,6 +36,8 @@ from core.settings import Settings
 from core.status import Status
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def validation_failed(exc: ValidationError) -> ValidationFailed:
@@ -60,13 +62,18 @@ def _too_deep(limit: int) -> ValidationFailed:
     )
 
 
-def parse_submission(body: Any) -> SubmitRequest:
+def parse_model(model: type[M], body: Any) -> M:
+    """`body` checked against `model`; ValidationFailed names each field that is wrong."""
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object")
     try:
-        return SubmitRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         raise validation_failed(exc) from None
+
+
+def parse_submission(body: Any) -> SubmitRequest:
+    return parse_model(SubmitRequest, body)
 
 
 @dataclass
@@ -165,6 +172,7 @@ class Submission:
             task_id = str(idempotent_task_id(item.team, item.idempotency_key))
         else:
             task_id = uuid7_text()
+        run_at, expires_at = self._timing(item, now)
         return TaskRequest(
             task_id=task_id,
             team=item.team,
@@ -173,7 +181,44 @@ class Submission:
             accepted_at=now,
             payload=item.payload,
             idempotency_key=item.idempotency_key,
+            run_at=run_at,
+            expires_at=expires_at,
         )
+
+    def _timing(
+        self, item: SubmitRequest, now: datetime
+    ) -> tuple[datetime | None, datetime | None]:
+        """(run_at, expires_at) of a submit: a run time in the past is now (no schedule);
+        each error names the field it is about."""
+        for first, second in (("run_at", "delay_seconds"), ("expires_at", "max_wait_seconds")):
+            if getattr(item, first) is not None and getattr(item, second) is not None:
+                raise ValidationFailed.about(second, f"give {first} or {second}, not both")
+        field = "run_at" if item.run_at is not None else "delay_seconds"
+        if item.run_at is not None:
+            run_at: datetime | None = item.run_at.astimezone(UTC)
+        elif item.delay_seconds is not None:
+            run_at = now + timedelta(seconds=item.delay_seconds)
+        else:
+            run_at = None
+        horizon = timedelta(days=self.settings.schedule_max_days)
+        if run_at is not None and run_at - now > horizon:
+            raise ValidationFailed.about(
+                field,
+                f"more than {self.settings.schedule_max_days:g} days ahead (SCHEDULE_MAX_DAYS)",
+            )
+        if run_at is not None and run_at <= now:
+            run_at = None
+        due = run_at or now
+        expires_at: datetime | None = None
+        if item.expires_at is not None:
+            expires_at = item.expires_at.astimezone(UTC)
+            if expires_at <= due:
+                raise ValidationFailed.about(
+                    "expires_at", "is not after the time the task is due to run"
+                )
+        elif item.max_wait_seconds is not None:
+            expires_at = due + timedelta(seconds=item.max_wait_seconds)
+        return run_at, expires_at
 
     def _encode(self, request: TaskRequest) -> bytes:
         """The request message. ValidationFailed if its payload nests deeper than

@@ -17,10 +17,19 @@ from app.errors import (
     ValidationFailed,
 )
 from app.http import json_response, query_args, read_json
-from app.models import MAX_PAGE, BatchAnswer, BatchResult, SubmitRequest
+from app.models import (
+    MAX_PAGE,
+    BatchAnswer,
+    BatchResult,
+    CancelBatchAnswer,
+    CancelBatchRequest,
+    CancelRequest,
+    CancelResult,
+    SubmitRequest,
+)
 from app.queries import BadCursor, decode_cursor, get_task, list_tasks
 from app.services import services
-from app.submission import Accepted, parse_submission
+from app.submission import Accepted, parse_model, parse_submission
 from core.status import Status
 
 blueprint = Blueprint("tasks", __name__, url_prefix="/tasks")
@@ -72,6 +81,39 @@ def submit_batch() -> Response:
         "results": results,
     }
     return json_response(answer, 202)
+
+
+@blueprint.post("/<task_id>/cancel")
+def cancel_one(task_id: str) -> Response:
+    """Cancel a task of the caller's team: 202 once the cancel holds (again for a repeat),
+    409 if the task already ended otherwise, 404 if it is not the caller's."""
+    body = read_json(required=False)
+    asked = parse_model(CancelRequest, body if body is not None else {})
+    answer = services().canceller.cancel(principal(), task_id, terminate=asked.terminate)
+    return json_response(answer, 202)
+
+
+@blueprint.post("/cancel")
+def cancel_many() -> Response:
+    """Cancel several tasks: each gets its own answer, as the single cancel would give."""
+    asked = parse_model(CancelBatchRequest, read_json())
+    canceller, caller = services().canceller, principal()
+    results: list[CancelResult] = []
+    for task_id in asked.task_ids:
+        try:
+            task = canceller.cancel(caller, task_id, terminate=asked.terminate)
+            results.append({"task_id": task_id, "status_code": 202, "task": task})
+        except ApiError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            results.append(
+                {"task_id": task_id, "status_code": exc.status, "error": exc.body()["error"]}
+            )
+    answer: CancelBatchAnswer = {
+        "cancelled": sum(1 for r in results if r["status_code"] == 202),
+        "results": results,
+    }
+    return json_response(answer, 200)
 
 
 @blueprint.get("/<task_id>")

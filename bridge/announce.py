@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 
 from bridge.scheduler import Waiting
 from core.dead_letters import DeadLetters, Source
-from core.messages import StatusEvent, TaskRequest, event_id
+from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event, event_id
 from core.priority import Priority
 from core.routing import Route
 from core.settings import Settings
@@ -55,6 +55,24 @@ class Announcer:
                 idempotency_key=request.idempotency_key,
             )
         )
+
+    def scheduled(self, request: TaskRequest, *, parked: bool) -> None:
+        """The task waits for its run_at (held here, or parked in Postgres)."""
+        self.events.emit(
+            StatusEvent.for_request(
+                request,
+                Status.SCHEDULED,
+                detail={"held_by": "postgres" if parked else "bridge"},
+            )
+        )
+
+    def ended(self, outcome: StatusEvent | bytes) -> None:
+        """Announce a task's outcome (kept in Redis, or just decided here)."""
+        try:
+            event = outcome if isinstance(outcome, StatusEvent) else decode_event(outcome)
+            self.events.emit(event)
+        except (MalformedMessage, EventRefused) as exc:
+            log.error("cannot announce a kept outcome: %s", exc)
 
     def queued(self, pending: Pending, queue: Priority, at: datetime) -> None:
         request = pending.request

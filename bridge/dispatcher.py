@@ -23,6 +23,7 @@ from core import redis_keys
 from core.celery_app import task_name
 from core.leases import QUEUED_SECONDS, Leases, queued_holder
 from core.messages import CeleryEnvelope
+from core.outcomes import Outcomes
 from core.priority import Priority
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,14 @@ class RedisBrokerProbe:
 
 
 class Dispatcher(Protocol):
-    """What the bridge needs of a broker: room, claims, publishing."""
+    """What the bridge needs of a broker: room, claims, publishing, and the tasks'
+    kept outcomes (core.outcomes)."""
 
     def capacity(self) -> Capacity: ...
+
+    def kept(self, task_ids: list[str]) -> dict[str, bytes]: ...
+
+    def end(self, outcomes: dict[str, bytes], seconds: int) -> dict[str, bytes]: ...
 
     def seen(self, batch: list[Dispatch]) -> list[str | None]: ...
 
@@ -127,9 +133,16 @@ class CeleryDispatcher:
         self.redis = client
         self.probe = probe if probe is not None else RedisBrokerProbe(client)
         self.leases = Leases(client)
+        self.outcomes = Outcomes(client)
 
     def capacity(self) -> Capacity:
         return self.probe.capacity()
+
+    def kept(self, task_ids: list[str]) -> dict[str, bytes]:
+        return self.outcomes.kept(task_ids)
+
+    def end(self, outcomes: dict[str, bytes], seconds: int) -> dict[str, bytes]:
+        return self.outcomes.end(outcomes, seconds)
 
     def seen(self, batch: list[Dispatch]) -> list[str | None]:
         """What is known of each delivery: None when it is new and must be published;

@@ -4,6 +4,7 @@ routed, announced ACCEPTED), or a dead letter with its reason."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import Message
@@ -18,17 +19,34 @@ from core.status_publisher import EventRefused
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Parked:
+    """A scheduled task left to Postgres until near its time (its SCHEDULED event carries
+    it there); its offset may be stored once that event is durable."""
+
+    request: TaskRequest
+    tp: tuple[str, int]
+    offset: int
+
+
 class Intake:
     def __init__(
-        self, team_by_topic: dict[str, str], policy: RoutingPolicy, announcer: Announcer
+        self,
+        team_by_topic: dict[str, str],
+        policy: RoutingPolicy,
+        announcer: Announcer,
+        *,
+        hold_seconds: float,
     ) -> None:
         self.team_by_topic = team_by_topic
         self.policy = policy
         self.announcer = announcer
+        self.hold_seconds = hold_seconds
 
-    def take(self, message: Message, source: Source, now: float) -> PendingTask | None:
-        """The message as a task waiting for dispatch, or None once it is dead-lettered
-        (whatever went wrong with it; only Stopping is raised)."""
+    def take(self, message: Message, source: Source, now: float) -> PendingTask | Parked | None:
+        """The message as a task waiting for dispatch (or parked until near its run_at),
+        or None once it is dead-lettered (whatever went wrong with it; only Stopping is
+        raised)."""
         request: TaskRequest | None = None
         try:
             request = decode_request(message.value())
@@ -59,7 +77,7 @@ class Intake:
 
     def _take_in(
         self, request: TaskRequest, message: Message, source: Source, now: float
-    ) -> PendingTask:
+    ) -> PendingTask | Parked:
         """Check and route one request and announce it ACCEPTED; raises MalformedMessage,
         RoutingError or EventRefused for a request that must be dead-lettered."""
         if request.team != self.team_by_topic.get(source.topic):
@@ -69,9 +87,17 @@ class Intake:
                 team=request.team,
             )
         route = self.policy.route(request)
+        tp = (source.topic, source.partition)
         if request.is_first_delivery:
             self.announcer.accepted(request, len(message.value() or b""))
-        tp = (source.topic, source.partition)
+            due_in = (request.run_at - datetime.now(UTC)).total_seconds() if request.run_at else 0.0
+            if due_in > 0:
+                # Far off: Postgres keeps it (the recorder's releaser sends it back near its
+                # time), so this partition's offsets are not held for days.
+                parked = due_in > self.hold_seconds
+                self.announcer.scheduled(request, parked=parked)
+                if parked:
+                    return Parked(request, tp, source.offset)
         return Waiting(
             item=Pending(request, route, tp, source.offset),
             queue=route.queue,
@@ -82,10 +108,10 @@ class Intake:
 
 
 def _release_time(request: TaskRequest, route: Route, now: float) -> float:
-    """When (on the monotonic clock) the task may be dispatched: now, or the later of its
-    stagger and its retry's backoff."""
+    """When (on the monotonic clock) the task may be dispatched: now, or the latest of its
+    stagger, its retry's backoff and its scheduled run."""
     wall = max(
-        (t for t in (route.release_at, request.not_before) if t is not None),
+        (t for t in (route.release_at, request.not_before, request.run_at) if t is not None),
         default=None,
     )
     if wall is None:

@@ -23,9 +23,10 @@ from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler
 from core import metrics
 from core.dead_letters import Source
-from core.messages import CeleryEnvelope, utcnow
+from core.messages import CeleryEnvelope, StatusEvent, utcnow
 from core.priority import Priority
 from core.routing import RoutingPolicy
+from core.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Sender:
     offsets: OffsetTracker
     headroom: int | None  # DISPATCH_HEADROOM; None: as many as there are slots
     warn: Callable[[str], None]
+    keep_seconds: int  # how long an EXPIRED outcome is kept (core.redis_keys)
     capacity: Capacity | None = field(default=None, init=False)
     fast: list[PendingTask] = field(default_factory=list, init=False)
     _pushed_since_read: int = field(default=0, init=False)
@@ -115,6 +117,15 @@ class Sender:
         return messages
 
     def _send(self, messages: list[list[PendingTask]], now: float) -> None:
+        try:
+            messages = self._expire(messages)
+        except redis.RedisError as exc:
+            self.warn(f"cannot reach Redis to end expired tasks, will retry: {exc}")
+            for waiting in (w for message in messages for w in message):
+                self.scheduler.add(waiting, now)
+            return
+        if not messages:
+            return
         picked = [waiting for message in messages for waiting in message]
         batch = [_to_dispatch(w.item) for w in picked]
         # Stamped before publishing: a worker may finish a task before this loop emits
@@ -145,6 +156,8 @@ class Sender:
             # workers' outcome and lease checks make harmless.
             self.warn(f"could not mark dispatched tasks: {exc}")
         self._pushed_since_read += len(outgoing)
+        ended = [item.task_id for item, old in zip(batch, previous, strict=True) if old == FINISHED]
+        self._reannounce(ended)
         for waiting, item, old in zip(picked, batch, previous, strict=True):
             pending = waiting.item
             if old is None and item.task_id in refused:
@@ -161,6 +174,49 @@ class Sender:
                 queue = item.queue if old is None else Priority(old)
                 self.announcer.queued(pending, queue, queued_at)
             self.offsets.done(pending.tp, pending.offset)
+
+    def _expire(self, messages: list[list[PendingTask]]) -> list[list[PendingTask]]:
+        """End EXPIRED the tasks whose expires_at has passed (unless they ended already:
+        then their outcome is announced again); they are never sent. The rest, as they
+        were, without empty messages."""
+        moment = utcnow()
+        expired = [w for message in messages for w in message if w.item.request.expired(moment)]
+        if not expired:
+            return messages
+        events = {
+            w.item.request.task_id: StatusEvent.for_request(
+                w.item.request, Status.EXPIRED, detail={"stage": "waiting in the bridge"}
+            )
+            for w in expired
+        }
+        before = self.dispatcher.end(
+            {task_id: event.encode() for task_id, event in events.items()}, self.keep_seconds
+        )
+        for waiting in expired:
+            task_id = waiting.item.request.task_id
+            if task_id in before:
+                self.announcer.ended(before[task_id])
+            else:
+                self.announcer.ended(events[task_id])
+                metrics.EXPIRED.labels(waiting.item.request.team, "bridge").inc()
+            self.offsets.done(waiting.item.tp, waiting.item.offset)
+        gone = {id(w) for w in expired}
+        kept = [[w for w in message if id(w) not in gone] for message in messages]
+        return [message for message in kept if message]
+
+    def _reannounce(self, task_ids: list[str]) -> None:
+        """Tasks that ended before their dispatch (a cancel, say): their kept outcome is
+        announced again, in case whoever ended them could not (same event id: recorded
+        once)."""
+        if not task_ids:
+            return
+        try:
+            kept = self.dispatcher.kept(task_ids)
+        except redis.RedisError as exc:
+            self.warn(f"cannot read kept outcomes: {exc}")
+            return
+        for outcome in kept.values():
+            self.announcer.ended(outcome)
 
     def _dead_letter(self, pending: Pending, reason: str) -> None:
         """Dead-letter a request that was taken in but cannot be dispatched."""

@@ -22,11 +22,11 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from bridge.announce import Announcer, Pending
 from bridge.dispatcher import Dispatcher
-from bridge.intake import Intake
+from bridge.intake import Intake, Parked
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler
 from bridge.sender import Sender
-from core import metrics
+from core import metrics, redis_keys
 from core.dead_letters import Source
 from core.priority import Priority
 from core.routing import RoutingPolicy
@@ -74,7 +74,14 @@ class Bridge:
         self.offsets = OffsetTracker()
         self.team_by_topic = {settings.request_topic(t): t for t in settings.teams}
         self.announcer = Announcer(producer, settings)
-        self.intake = Intake(self.team_by_topic, policy, self.announcer)
+        self.intake = Intake(
+            self.team_by_topic,
+            policy,
+            self.announcer,
+            hold_seconds=settings.schedule_hold_seconds,
+        )
+        self.parked: list[Parked] = []  # their offsets wait for their SCHEDULED events
+        self._failed_seen = 0
         self.sender = Sender(
             dispatcher=dispatcher,
             scheduler=self.scheduler,
@@ -83,6 +90,7 @@ class Bridge:
             offsets=self.offsets,
             headroom=settings.dispatch_headroom,
             warn=self._warn,
+            keep_seconds=redis_keys.kept_for_seconds(settings.schedule_max_days),
         )
         self.paused = False
         self._last_warning = 0.0
@@ -111,6 +119,7 @@ class Bridge:
         for message in messages:
             self._take(message, now)
         self.sender.dispatch(now)
+        self._settle_parked()
         self._store_offsets()
         self.producer.poll(0)
         self._flow_control()
@@ -146,8 +155,30 @@ class Bridge:
         waiting = self.intake.take(message, Source(topic, partition, offset), now)
         if waiting is None:  # dead-lettered: finished with
             self.offsets.done((topic, partition), offset)
+        elif isinstance(waiting, Parked):
+            self.parked.append(waiting)
         else:
             self.sender.admit(waiting, now)
+
+    def _settle_parked(self) -> None:
+        """Parked tasks are finished with once Kafka has their SCHEDULED events (the
+        recorder then keeps them in Postgres); until then their offsets stay."""
+        if not self.parked:
+            return
+        events = self.announcer.events
+        if events.flush(5):
+            self._warn(f"{len(self.parked)} SCHEDULED events not yet acknowledged by Kafka")
+            return
+        if events.failed > self._failed_seen:
+            # Some event was lost on the way (maybe one of these): say them all again.
+            self._failed_seen = events.failed
+            for parked in self.parked:
+                self.announcer.scheduled(parked.request, parked=True)
+            return
+        for parked in self.parked:
+            self.offsets.done(parked.tp, parked.offset)
+        metrics.PARKED.inc(len(self.parked))
+        self.parked = []
 
     # Offsets, flow control, rebalances.
 
@@ -184,6 +215,8 @@ class Bridge:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(p.topic, p.partition) for p in partitions]
         dropped = self.scheduler.drop(keys)
+        self._settle_parked()
+        self.parked = [p for p in self.parked if p.tp not in set(keys)]
         self.sender.drop(set(keys))
         committable = self.offsets.committable()
         mine = [

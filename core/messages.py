@@ -122,8 +122,11 @@ class TaskRequest:
     idempotency_key: str | None = None
     dispatch: int = 0  # 0 first; the reconciler's re-dispatches count up
     retries: int = 0  # failed attempts so far that were retried
-    not_before: datetime | None = None
+    not_before: datetime | None = None  # a retry's backoff: not dispatched before
     note: str | None = None  # why it was sent again (the reconciler says)
+    run_at: datetime | None = None  # a scheduled run: SCHEDULED until then
+    expires_at: datetime | None = None  # not started by then: EXPIRED, never run
+    released: bool = False  # a scheduled task the releaser sent back to the bridge
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -145,11 +148,20 @@ class TaskRequest:
             body["not_before"] = self.not_before.isoformat()
         if self.note is not None:
             body["note"] = self.note
+        if self.run_at is not None:
+            body["run_at"] = isoformat(self.run_at)
+        if self.expires_at is not None:
+            body["expires_at"] = isoformat(self.expires_at)
+        if self.released:
+            body["released"] = True
         return orjson.dumps(body)
 
     @property
     def is_first_delivery(self) -> bool:
-        return self.dispatch == 0 and self.retries == 0
+        return self.dispatch == 0 and self.retries == 0 and not self.released
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     def sent_again(self, **changes: Any) -> TaskRequest:
         """This request as it is produced again (a retry, a re-dispatch, a replay):
@@ -209,7 +221,10 @@ def decode_request(raw: bytes | None) -> TaskRequest:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise MalformedMessage(f"{name} must be a whole number", task_id=task_id, team=team)
         numbers[name] = value
-    not_before = body.get("not_before")
+    times = {
+        name: _parse_time(body[name], name, task_id) if body.get(name) else None
+        for name in ("not_before", "run_at", "expires_at")
+    }
     key = body.get("idempotency_key")
     note = body.get("note")
     return TaskRequest(
@@ -222,8 +237,9 @@ def decode_request(raw: bytes | None) -> TaskRequest:
         idempotency_key=key if isinstance(key, str) else None,
         dispatch=numbers["dispatch"],
         retries=numbers["retries"],
-        not_before=_parse_time(not_before, "not_before", task_id) if not_before else None,
         note=note if isinstance(note, str) else None,
+        released=body.get("released") is True,
+        **times,
     )
 
 
@@ -251,6 +267,7 @@ class CeleryEnvelope:
             "accepted_at": isoformat(request.accepted_at),
             "dispatch": request.dispatch,
             "retries": request.retries,
+            **({"expires_at": isoformat(request.expires_at)} if request.expires_at else {}),
         }
 
     @classmethod
@@ -272,6 +289,9 @@ class CeleryEnvelope:
                 payload=body.get("payload"),
                 dispatch=int(body.get("dispatch", 0)),
                 retries=int(body.get("retries", 0)),
+                expires_at=_parse_time(body["expires_at"], "expires_at", task_id)
+                if body.get("expires_at")
+                else None,
             )
             queue = Priority(body.get("queue") or body["priority"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -298,6 +318,8 @@ class StatusEvent:
     accepted_at: datetime | None = None
     payload: dict[str, Any] | None = None
     idempotency_key: str | None = None
+    run_at: datetime | None = None
+    expires_at: datetime | None = None
     event_id: str = ""
 
     def __post_init__(self) -> None:
@@ -319,6 +341,8 @@ class StatusEvent:
             routine=request.routine,
             priority=request.priority.value,
             accepted_at=request.accepted_at,
+            run_at=request.run_at,
+            expires_at=request.expires_at,
             **fields,
         )
 
@@ -359,6 +383,8 @@ class StatusEvent:
             "accepted_at": self.accepted_at.isoformat() if self.accepted_at else None,
             "payload": self.payload,
             "idempotency_key": self.idempotency_key,
+            "run_at": isoformat(self.run_at) if self.run_at else None,
+            "expires_at": isoformat(self.expires_at) if self.expires_at else None,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return orjson.dumps(body)
@@ -369,7 +395,10 @@ def decode_event(raw: bytes | None) -> StatusEvent:
     body = _json_object(raw)
     try:
         task_id = canonical_uuid(body["task_id"])
-        accepted = body.get("accepted_at")
+        times = {
+            name: _parse_time(body[name], name, task_id) if body.get(name) else None
+            for name in ("accepted_at", "run_at", "expires_at")
+        }
         return StatusEvent(
             task_id=task_id,
             status=Status(body["status"]),
@@ -382,10 +411,10 @@ def decode_event(raw: bytes | None) -> StatusEvent:
             result=body.get("result"),
             error=body.get("error"),
             detail=body.get("detail"),
-            accepted_at=_parse_time(accepted, "accepted_at", task_id) if accepted else None,
             payload=body.get("payload"),
             idempotency_key=body.get("idempotency_key"),
             event_id=canonical_uuid(body["event_id"]),
+            **times,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"bad status event: {exc!r}") from None

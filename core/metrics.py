@@ -61,6 +61,16 @@ CONSUMER_LAG = Gauge(
 DEAD_LETTERS = Counter(
     "dead_letters_total", "Requests sent to the dead-letter topic", ["team", "reason"]
 )
+EXPIRED = Counter(
+    "tasks_expired_total", "Tasks ended EXPIRED before they ran, by where", ["team", "stage"]
+)
+SCHEDULED = Gauge("bridge_scheduled_held", "Scheduled tasks the bridge holds until their run_at")
+PARKED = Counter(
+    "bridge_scheduled_parked_total", "Scheduled tasks parked in Postgres until near their time"
+)
+RELEASED = Counter(
+    "scheduled_released_total", "Parked scheduled tasks the releaser sent back to the bridge"
+)
 DEMOTIONS = Counter("demotions_total", "Tasks demoted for flooding a queue", ["team", "from"])
 
 # The recorder.

@@ -9,6 +9,12 @@ WORKERS = PREFIX + "workers"  # hash: worker hostname -> {"slots": n, "at": unix
 KEY_TTL = 3_600
 
 
+def kept_for_seconds(schedule_max_days: float) -> int:
+    """How long an outcome set before the task ran (a cancel, an expiry) is kept: longer
+    than any task can wait to run, so a late delivery still finds it."""
+    return int((schedule_max_days + 1) * 86_400)
+
+
 def dispatched(task_id: str, dispatch: int, retries: int) -> str:
     """Set when the bridge has put this delivery of the task on a Celery queue."""
     return f"{PREFIX}dispatched:{task_id}:{dispatch}:{retries}"
@@ -22,3 +28,10 @@ def outcome(task_id: str) -> str:
 def attempts(task_id: str) -> str:
     """How many times a worker has started the task (a lost worker counts too)."""
     return f"{PREFIX}attempts:{task_id}"
+
+
+def task_done(status_topic: str) -> str:
+    """Pub/sub channel: the recorder announces the tasks that ended in each batch it
+    committed (core.task_done). Channels ignore Redis database numbers, so the name
+    carries the status topic: platforms sharing a Redis keep to their own."""
+    return f"{PREFIX}done:{status_topic}"

@@ -32,6 +32,8 @@ def sql_values(statuses: Iterable[Status]) -> str:
 # What the SQL of every stage says for "the task has ended" (the terminal set of core.status).
 TERMINAL_VALUES = sql_values(OUTCOMES)
 TERMINAL_SQL = f"status IN ({TERMINAL_VALUES})"
+# A scheduled task parked in Postgres that the releaser has not sent on yet.
+PARKED_SQL = f"status = '{Status.SCHEDULED.value}' AND released_at IS NULL"
 # Migration 0001 wrote the partial indexes below with this text as a literal (migrations
 # are history): a change to the terminal set needs a migration that rebuilds them, and
 # tests/core/test_status.py fails until there is one.
@@ -55,12 +57,21 @@ tasks = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    Column("run_at", DateTime(timezone=True), comment="a scheduled run: not before"),
+    Column("expires_at", DateTime(timezone=True), comment="not started by then: EXPIRED"),
+    Column("released_at", DateTime(timezone=True), comment="a parked scheduled task sent on"),
     Index("tasks_team_created", "team", text("created_at DESC"), text("task_id DESC")),
     Index("tasks_created", text("created_at DESC"), text("task_id DESC")),
     Index(
         "tasks_unfinished",
         "updated_at",
         postgresql_where=text(f"NOT ({TERMINAL_SQL})"),
+    ),
+    # What the releaser looks for: parked scheduled tasks, soonest first.
+    Index(
+        "tasks_parked",
+        "run_at",
+        postgresql_where=text(f"{PARKED_SQL}"),
     ),
 )
 

@@ -179,6 +179,16 @@ class Settings(BaseSettings):
     bridge_max_waiting: int = Field(default=20_000, ge=100)
     task_lost_retries: int = Field(default=2, ge=0, le=20)
 
+    # Lifecycle: scheduled runs, cancel, waiting.
+    schedule_max_days: float = Field(default=30.0, gt=0, le=366)
+    # A scheduled task due within this long is held by the bridge (its Kafka offset
+    # uncommitted); a later one is parked in Postgres and released by the recorder's
+    # releaser this long before its time, halved.
+    schedule_hold_seconds: float = Field(default=60.0, ge=2, le=3600)
+    # How long a running task has, after a cancel with terminate, before its process is
+    # interrupted (and as long again before it is killed).
+    cancel_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
+
     # Operation.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -13,12 +13,15 @@ from collections.abc import Iterable
 
 class Status(enum.StrEnum):
     ACCEPTED = "ACCEPTED"
+    SCHEDULED = "SCHEDULED"  # held until its run_at
     QUEUED = "QUEUED"
     STARTED = "STARTED"
     RETRYING = "RETRYING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     DEAD_LETTERED = "DEAD_LETTERED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"  # not started before its expires_at: never ran
 
     @property
     def terminal(self) -> bool:
@@ -30,7 +33,9 @@ class Status(enum.StrEnum):
         return self.value.lower().replace("_", "-")
 
 
-TERMINAL: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED})
+TERMINAL: frozenset[Status] = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED, Status.EXPIRED}
+)
 # The terminal statuses in declaration order: how reports, stats and SQL lists show them.
 OUTCOMES: tuple[Status, ...] = tuple(status for status in Status if status in TERMINAL)
 # The outcome that counts as a success (success rates).
@@ -52,10 +57,12 @@ def progress(status: Status, attempt: int) -> int:
     """A number that grows as a task moves forward; events from several processes
     may arrive out of order, and only an event with greater progress moves the task.
 
-    ACCEPTED < QUEUED(1) < STARTED(1) < RETRYING(1) < QUEUED(2) < ... < any terminal.
+    ACCEPTED < SCHEDULED < QUEUED(1) < STARTED(1) < RETRYING(1) < QUEUED(2) < ... < any terminal.
     """
     if status is Status.ACCEPTED:
         return 0
+    if status is Status.SCHEDULED:
+        return 5
     if status.terminal:
         return 1 << 40
     return max(attempt, 1) * 10 + _PHASE_IN_ATTEMPT[status]

@@ -15,7 +15,9 @@ from core.dead_letters import DeadLetters
 from core.kafka import check_topic_limits, make_consumer, make_producer
 from core.logs import configure_logging
 from core.settings import settings_or_exit
+from core.task_done import Announcer
 from recorder.reconciler import Reconciler
+from recorder.releaser import Releaser
 from recorder.service import Recorder
 from recorder.stats import StreamStats
 
@@ -38,6 +40,12 @@ def main() -> int:
         producer=producer,
     )
     threading.Thread(target=reconciler.run, args=(stop,), name="reconciler", daemon=True).start()
+    releaser = Releaser(
+        settings,
+        engine=make_engine(settings, pool_size=1, application="releaser"),
+        producer=make_producer(settings),
+    )
+    threading.Thread(target=releaser.run, args=(stop,), name="releaser", daemon=True).start()
     ready = os.environ.get("READY_FILE")
     try:
         Recorder(
@@ -46,6 +54,7 @@ def main() -> int:
             engine=engine,
             dead_letters=DeadLetters(producer, settings, stage="recorder", stop=stop),
             observers=[StreamStats.from_settings(settings)],
+            announcer=Announcer.from_settings(settings),
         ).run(stop, Path(ready) if ready else None)
     finally:
         engine.dispose()

@@ -62,6 +62,8 @@ def _new_row(event: StatusEvent) -> dict[str, Any]:
         "updated_at": event.at,
         "started_at": None,
         "finished_at": None,
+        "run_at": None,
+        "expires_at": None,
     }
 
 
@@ -101,6 +103,10 @@ def plan(
             row["idempotency_key"] = event.idempotency_key
         if event.accepted_at is not None:
             row["created_at"] = event.accepted_at
+        if event.run_at is not None:
+            row["run_at"] = event.run_at
+        if event.expires_at is not None:
+            row["expires_at"] = event.expires_at
         row["attempts"] = max(row["attempts"], event.attempt)
         row["updated_at"] = max(row["updated_at"], event.at)
         if event.status is Status.STARTED:
@@ -148,7 +154,7 @@ SELECT task_id::text, progress, finished_at, status FROM tasks
 _TASK_COLUMNS = (
     "task_id", "team", "routine", "priority", "queue", "status", "progress", "attempts",
     "payload", "result", "error", "idempotency_key", "created_at", "updated_at",
-    "started_at", "finished_at",
+    "started_at", "finished_at", "run_at", "expires_at",
 )  # fmt: skip
 _EVENT_COLUMNS = ("event_id", "task_id", "status", "attempt", "at", "queue", "detail")
 
@@ -157,7 +163,7 @@ CREATE TEMP TABLE IF NOT EXISTS tasks_in (
   task_id uuid, team text, routine text, priority text, queue text, status text,
   progress bigint, attempts int, payload json, result json, error text,
   idempotency_key text, created_at timestamptz, updated_at timestamptz,
-  started_at timestamptz, finished_at timestamptz
+  started_at timestamptz, finished_at timestamptz, run_at timestamptz, expires_at timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS events_in (
   event_id uuid, task_id uuid, status text, attempt int, at timestamptz, queue text,
@@ -181,7 +187,9 @@ ON CONFLICT (task_id) DO UPDATE SET
   payload = coalesce(t.payload, EXCLUDED.payload),
   idempotency_key = coalesce(t.idempotency_key, EXCLUDED.idempotency_key),
   updated_at = greatest(t.updated_at, EXCLUDED.updated_at),
-  started_at = least(t.started_at, EXCLUDED.started_at)
+  started_at = least(t.started_at, EXCLUDED.started_at),
+  run_at = coalesce(t.run_at, EXCLUDED.run_at),
+  expires_at = coalesce(t.expires_at, EXCLUDED.expires_at)
 WHERE t.status NOT IN ({TERMINAL_VALUES})
 """
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -11,3 +16,10 @@ class RoutineContext:
     team: str
     routine: str
     attempt: int  # 1 for the first run; counts retries and runs lost with their worker
+    is_cancelled: Callable[[], bool] = field(default=_never, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task has been cancelled: a long routine checks it between steps
+        and returns early (whatever it returns, the task ends CANCELLED)."""
+        return self.is_cancelled()

@@ -16,11 +16,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 import random
+import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -32,6 +36,7 @@ from core import leases, metrics, redis_keys
 from core.dead_letters import DeadLetters
 from core.leases import RENEW_SECONDS, RUNNING_SECONDS, Leases, running_holder
 from core.messages import CeleryEnvelope, MalformedMessage, StatusEvent, decode_event
+from core.outcomes import Outcomes
 from core.settings import ConfigError, RoutineSpec, Settings
 from core.status import Status
 from core.status_publisher import EventRefused, StatusPublisher
@@ -40,6 +45,7 @@ from tasks.context import RoutineContext
 log = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 0.5
+CANCEL_POLL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 60.0
 
 Routine = Callable[..., Any]
@@ -70,43 +76,124 @@ def retry_delay(retries: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-class LeaseKeeper:
-    """Renews the running leases of this process's tasks every few seconds, from a thread,
-    so a long task keeps its lease and a dead worker's lease soon expires."""
+class TaskCancelled(BaseException):
+    """Raised inside a routine whose task was cancelled with terminate, once its grace
+    period is over (a BaseException, so a routine's `except Exception` does not eat it)."""
 
-    def __init__(self, leases: Leases) -> None:
+
+# The task whose routine this process runs right now (None between routines): the one
+# thing a terminating cancel may interrupt.
+_in_routine: list[str | None] = [None]
+
+
+def interrupt_running_task(signum: int, frame: Any) -> None:
+    """SIGUSR2 handler of a pool process: stop the running routine with TaskCancelled.
+    Installed at process start; the lease keeper sends the signal for a terminated task,
+    and it is ignored if that routine has returned meanwhile."""
+    if _in_routine[0] is not None:
+        raise TaskCancelled
+
+
+class LeaseKeeper:
+    """From a thread, every CANCEL_POLL_SECONDS: looks for a cancel of this process's
+    running tasks (their kept outcome appears), and every RENEW_SECONDS renews their
+    leases, so a long task keeps its lease and a dead worker's lease soon expires.
+
+    A cancel with terminate gives the routine CANCEL_GRACE_SECONDS to return; then the
+    routine is interrupted (SIGUSR2 raises TaskCancelled in it), and after as long again
+    the process kills itself (the pool starts another; the message is redelivered and
+    finds the task ended)."""
+
+    def __init__(self, leases: Leases, grace_seconds: float = 5.0) -> None:
         self.leases = leases
+        self.outcomes = Outcomes(leases.redis)
+        self.grace = grace_seconds
         self.held: dict[str, str] = {}
+        self.running: str | None = None  # the task whose routine runs now, if any
+        self.cancelled: dict[str, tuple[float, bool]] = {}  # task -> (seen at, terminate)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._interrupted: set[str] = set()
 
     def keep(self, task_id: str, holder: str) -> None:
         with self._lock:
             self.held[task_id] = holder
             if self._thread is None:
-                self._thread = threading.Thread(target=self._renew, name="leases", daemon=True)
+                self._thread = threading.Thread(target=self._watch, name="leases", daemon=True)
                 self._thread.start()
 
     def release(self, task_id: str) -> None:
         with self._lock:
             self.held.pop(task_id, None)
+            self.cancelled.pop(task_id, None)
+            self._interrupted.discard(task_id)
 
-    def _renew(self) -> None:
-        while not self._stop.wait(RENEW_SECONDS):
+    def is_cancelled(self, task_id: str) -> bool:
+        return task_id in self.cancelled
+
+    def _watch(self) -> None:
+        renewed = time.monotonic()
+        while not self._stop.wait(CANCEL_POLL_SECONDS):
             with self._lock:
                 held = dict(self.held)
+            if not held:
+                continue
             try:
-                self.leases.renew(held)
+                self._look_for_cancels(held)
+                if time.monotonic() - renewed >= RENEW_SECONDS:
+                    self.leases.renew(held)
+                    renewed = time.monotonic()
             except redis.RedisError as exc:
-                log.warning("could not renew %d leases: %s", len(held), exc)
+                log.warning("could not renew or check %d leases: %s", len(held), exc)
+            self._enforce()
+
+    def _look_for_cancels(self, held: dict[str, str]) -> None:
+        kept = self.outcomes.kept(t for t in held if t not in self.cancelled)
+        now = time.monotonic()
+        for task_id, outcome in kept.items():
+            try:
+                event = decode_event(outcome)
+            except MalformedMessage:
+                continue
+            terminate = bool((event.detail or {}).get("terminate"))
+            with self._lock:
+                if task_id in self.held:
+                    self.cancelled[task_id] = (now, terminate)
+            log.info(
+                "cancel seen while running%s",
+                " (terminate)" if terminate else "",
+                extra={"task_id": task_id},
+            )
+
+    def _enforce(self) -> None:
+        """Terminating cancels past their grace: interrupt, then kill."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                (task_id, now - seen)
+                for task_id, (seen, terminate) in self.cancelled.items()
+                if terminate and task_id in self.held
+            ]
+        for task_id, waited in due:
+            if waited >= 2 * self.grace + 1:
+                log.warning("killing this process: a cancelled task would not stop")
+                os.kill(os.getpid(), signal.SIGKILL)
+            interrupt = self.running == task_id and task_id not in self._interrupted
+            if waited >= self.grace and interrupt:
+                self._interrupted.add(task_id)
+                main = threading.main_thread().ident
+                if main is not None:
+                    signal.pthread_kill(main, signal.SIGUSR2)
 
     def stop(self) -> None:
         self._stop.set()
 
 
-# One round trip to begin a run: the kept outcome if the task already ended; else the
-# running lease (unless another live holder has it); then the attempt count.
+# One round trip to begin a run: the kept outcome if the task already ended (or was
+# cancelled); else the running lease (unless another live holder has it); else, if the
+# task's expires_at has passed (ARGV[5] holds its EXPIRED event), that outcome; else the
+# running lease, then the attempt count.
 _BEGIN = """
 local outcome = redis.call('GET', KEYS[1])
 if outcome then return {1, outcome} end
@@ -114,6 +201,11 @@ local current = redis.call('GET', KEYS[2])
 if current and string.sub(current, 1, 8) == 'running:' and current ~= ARGV[1]
    and ARGV[4] ~= current then
   return {2, current}
+end
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[6])
+  redis.call('DEL', KEYS[2])
+  return {3, ARGV[5]}
 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 local attempt = redis.call('INCR', KEYS[3])
@@ -127,6 +219,7 @@ class Begun:
     outcome: bytes | None = None  # the task had ended: its terminal event
     held_by: str | None = None  # another live worker runs it
     attempt: int = 0
+    expired: bool = False  # `outcome` is the EXPIRED event this claim just kept
 
 
 @dataclass
@@ -156,20 +249,23 @@ class Resources:
             events=StatusPublisher(producer, settings),
             dead_letters=DeadLetters(producer, settings, stage="worker"),
             leases=leases,
-            keeper=LeaseKeeper(leases),
+            keeper=LeaseKeeper(leases, settings.cancel_grace_seconds),
             begin_script=client.register_script(_BEGIN),
         )
 
-    def begin(self, task_id: str, holder: str) -> Begun:
+    def begin(self, task_id: str, holder: str, expired: bytes = b"") -> Begun:
+        """Claim a delivery. `expired`: the EXPIRED event to keep if nothing holds the task
+        (its expires_at has passed)."""
         keys = [redis_keys.outcome(task_id), leases.key(task_id), redis_keys.attempts(task_id)]
-        args = [holder, RUNNING_SECONDS, redis_keys.KEY_TTL, ""]
+        keep = redis_keys.kept_for_seconds(self.settings.schedule_max_days)
+        args: list[Any] = [holder, RUNNING_SECONDS, redis_keys.KEY_TTL, "", expired, keep]
         code, value = self.begin_script(keys=keys, args=args)
         if code == 2 and leases.holder_is_dead(_as_bytes(value).decode()):
             # The holder was a pool process of this host that died: take the task over.
             args[3] = _as_bytes(value).decode()
             code, value = self.begin_script(keys=keys, args=args)
-        if code == 1:
-            return Begun(outcome=_as_bytes(value))
+        if code in (1, 3):
+            return Begun(outcome=_as_bytes(value), expired=code == 3)
         if code == 2:
             return Begun(held_by=_as_bytes(value).decode())
         return Begun(attempt=int(value))
@@ -214,7 +310,12 @@ class Run:
     def execute(self) -> None:
         resources = self.resources
         holder = running_holder()
-        begun = resources.begin(self.task_id, holder)
+        expired = b""
+        if self.request.expired(datetime.now(UTC)):
+            expired = self.event(Status.EXPIRED, detail={"stage": "claimed by a worker"}).encode()
+        begun = resources.begin(self.task_id, holder, expired)
+        if begun.expired:
+            metrics.EXPIRED.labels(self.request.team, "worker").inc()
         if begun.outcome is not None:
             # Ended already: say so again (the same event id is recorded once).
             try:
@@ -259,6 +360,9 @@ class Run:
             )
         try:
             result = self.call()
+        except TaskCancelled:
+            self.finish(Status.FAILED, error="stopped by a cancel (terminate)")
+            return
         except SoftTimeLimitExceeded:
             self.finish(
                 Status.FAILED, error=f"timed out: ran past its {self.spec.timeout:g}s time limit"
@@ -317,17 +421,29 @@ class Run:
 
     def call(self) -> Any:
         payload = self.request.payload or {}
-        if wants_context(self.function):
-            context = RoutineContext(
-                task_id=self.task_id,
-                team=self.request.team,
-                routine=self.request.routine,
-                attempt=self.attempt,
-            )
-            return self.function(payload, context=context)
-        return self.function(payload)
+        keeper = self.resources.keeper
+        keeper.running = _in_routine[0] = self.task_id  # a terminating cancel may interrupt
+        try:
+            if wants_context(self.function):
+                context = RoutineContext(
+                    task_id=self.task_id,
+                    team=self.request.team,
+                    routine=self.request.routine,
+                    attempt=self.attempt,
+                    is_cancelled=partial(keeper.is_cancelled, self.task_id),
+                )
+                return self.function(payload, context=context)
+            return self.function(payload)
+        finally:
+            keeper.running = _in_routine[0] = None
 
     def retry(self, error: str, retries: int) -> None:
+        kept = Outcomes(self.resources.redis).kept([self.task_id])
+        if kept:  # cancelled while it ran: no further attempt
+            self.resources.keeper.release(self.task_id)
+            self.resources.redis.delete(leases.key(self.task_id))
+            self.announce(decode_event(kept[self.task_id]))
+            return
         delay = retry_delay(retries)
         request = self.request.sent_again(
             retries=retries + 1, not_before=datetime.now(UTC) + timedelta(seconds=delay)
@@ -378,10 +494,15 @@ class Run:
             kept = event.encode()
         self.resources.keeper.release(self.task_id)
         # Kept before it is announced: a re-delivery re-announces instead of re-running.
+        # Unless an outcome is kept already (a cancel came first): that one stands.
         pipe = self.resources.redis.pipeline(transaction=False)
-        pipe.set(redis_keys.outcome(self.task_id), kept, ex=redis_keys.KEY_TTL)
+        pipe.set(redis_keys.outcome(self.task_id), kept, ex=redis_keys.KEY_TTL, nx=True, get=True)
         pipe.delete(leases.key(self.task_id))
-        pipe.execute()
+        previous, _ = pipe.execute()
+        if isinstance(previous, bytes):
+            self.announce(decode_event(previous))
+            self._observe_run()
+            return
         self.announce(event)
         self._observe_run()
         metrics.TASKS_FINISHED.labels(status.value, *self.labels()).inc()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,7 @@ from core.logs import configure_logging
 from core.messages import CeleryEnvelope, MalformedMessage
 from core.settings import Settings
 from core.status import Status
-from tasks.execution import Resources, Routine, Run, load_routine
+from tasks.execution import Resources, Routine, Run, interrupt_running_task, load_routine
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def _connect_signals(app: Celery, state: WorkerState) -> None:
     @signals.worker_process_init.connect(weak=False)
     def _child_start(**_: Any) -> None:
         configure_logging(settings, stage="worker")
+        # A cancel with terminate interrupts the routine through this signal.
+        signal.signal(signal.SIGUSR2, interrupt_running_task)
         state.resources()
 
     @signals.worker_process_shutdown.connect(weak=False)

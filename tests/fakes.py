@@ -273,9 +273,23 @@ class FakeRedis:
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
-    def set(self, key: str, value: bytes | str | int, ex: int | None = None) -> bool:
-        self.data[key] = _as_bytes(value)
-        return True
+    def set(
+        self,
+        key: str,
+        value: bytes | str | int,
+        ex: int | None = None,
+        nx: bool = False,
+        get: bool = False,
+    ) -> bool | bytes | None:
+        previous = self.data.get(key)
+        if not (nx and previous is not None):
+            self.data[key] = _as_bytes(value)
+        if get:
+            return previous
+        return not (nx and previous is not None)
+
+    def mget(self, keys: list[str]) -> list[bytes | None]:
+        return [self.data.get(key) for key in keys]
 
     def delete(self, *keys: str) -> int:
         return sum(self.data.pop(key, None) is not None for key in keys)
@@ -386,6 +400,7 @@ class FakeDispatcher:
         self.queued = {priority: 0 for priority in Priority.ordered()}
         self.delivered: dict[tuple[str, int, int], str] = {}
         self.finished: set[str] = set()
+        self.outcomes: dict[str, bytes] = {}  # kept outcomes (a finished task may have none)
         self.refuse: dict[str, str] = {}
         self.failure: Exception | None = None
         self.published: list[list[Dispatch]] = []
@@ -398,9 +413,20 @@ class FakeDispatcher:
 
     def seen(self, batch: list[Dispatch]) -> list[str | None]:
         return [
-            FINISHED if item.task_id in self.finished else self.delivered.get(_claim(item))
+            FINISHED
+            if item.task_id in self.finished or item.task_id in self.outcomes
+            else self.delivered.get(_claim(item))
             for item in batch
         ]
+
+    def kept(self, task_ids: list[str]) -> dict[str, bytes]:
+        return {t: self.outcomes[t] for t in task_ids if t in self.outcomes}
+
+    def end(self, outcomes: dict[str, bytes], seconds: int) -> dict[str, bytes]:
+        before = self.kept(list(outcomes))
+        for task_id, outcome in outcomes.items():
+            self.outcomes.setdefault(task_id, outcome)
+        return before
 
     def publish(self, messages: list[list[Dispatch]]) -> dict[str, str]:
         if self.failure is not None:

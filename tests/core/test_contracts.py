@@ -101,9 +101,9 @@ CHECKS = textwrap.dedent(
     from simulator.samples import RunRecord, SendSample, TaskSample
     from simulator.summary import print_summary
 
-    cancelled, urgent = Status("CANCELLED"), Priority("urgent")
-    assert cancelled.terminal and cancelled in OUTCOMES
-    assert "'CANCELLED'" in TERMINAL_SQL and "'CANCELLED'" in writer._UPSERT
+    abandoned, urgent = Status("ABANDONED"), Priority("urgent")
+    assert abandoned.terminal and abandoned in OUTCOMES
+    assert "'ABANDONED'" in TERMINAL_SQL and "'ABANDONED'" in writer._UPSERT
     assert names()[0] == "urgent" and Priority.highest() is urgent
     assert Priority.HIGH.demoted() is Priority.MEDIUM and Priority.HIGH.rank == 1
     assert Settings(_env_file=None).priority_weights[urgent] == 12
@@ -123,22 +123,22 @@ CHECKS = textwrap.dedent(
     aggregator.observe([
         StatusEvent(status=Status.ACCEPTED, at=t0, **common),
         StatusEvent(status=Status.STARTED, at=t0 + timedelta(seconds=1), attempt=1, **common),
-        StatusEvent(status=cancelled, at=t0 + timedelta(seconds=2), attempt=1, **common),
+        StatusEvent(status=abandoned, at=t0 + timedelta(seconds=2), attempt=1, **common),
     ], start)
     snapshot = aggregator.snapshot(start + 5)
     scope = snapshot["windows"]["1m"]["scopes"]["*"]
     assert list(scope["by_priority"]) == ["urgent", "high", "medium", "low"], scope
-    assert scope["overall"]["outcomes"]["CANCELLED"] == 1
-    assert scope["overall"]["transitions"]["CANCELLED"] == 1
+    assert scope["overall"]["outcomes"]["ABANDONED"] == 1
+    assert scope["overall"]["transitions"]["ABANDONED"] == 1
     assert scope["overall"]["success_rate"] == 0.0
     point = aggregator.chart_points(start + 5)["*"]
     assert list(point["wait_p50"]) == names() and "urgent" in point["in_flight"]
     view = stats_view(snapshot, "1m", "bravo", start + 6)  # no figures: all zeros
-    assert view["overall"]["outcomes"]["CANCELLED"] == 0
-    assert view["totals"]["overall"]["outcomes"]["CANCELLED"] == 0
+    assert view["overall"]["outcomes"]["ABANDONED"] == 0
+    assert view["totals"]["overall"]["outcomes"]["ABANDONED"] == 0
 
     contract = page_contract()
-    assert "CANCELLED" in contract["outcomes"] and contract["labels"]["CANCELLED"] == "cancelled"
+    assert "ABANDONED" in contract["outcomes"] and contract["labels"]["ABANDONED"] == "abandoned"
     assert contract["priorities"][0] == "urgent" and contract["colors"]["urgent"]
     assert plots._color("urgent") == contract["colors"]["urgent"]
     assert pipeline.PRIORITIES[0] == "urgent"
@@ -149,15 +149,15 @@ CHECKS = textwrap.dedent(
                                     scheduled=0, sent=0, latency=0.01, status_code=202,
                                     task_id=str(seq)))
         run.tasks[str(seq)] = TaskSample(task_id=str(seq), team="alpha", routine="noop",
-                                         priority=priority, accepted_at=0.0, status=cancelled,
+                                         priority=priority, accepted_at=0.0, status=abandoned,
                                          finished_at=1.0)
     report = build_report(run)
-    assert report["terminal"]["CANCELLED"] == 2 and report["not_finished"] == 0
+    assert report["terminal"]["ABANDONED"] == 2 and report["not_finished"] == 0
     assert list(report["by_priority"]) == ["urgent", "low"]
     assert list(report["timeline"]["sent"]) == ["urgent", "low"]
     out = io.StringIO()
     print_summary(report, Console(file=out, width=200))
-    assert "cancelled 2" in out.getvalue() and "cancelled" in out.getvalue().split("tasks")[1]
+    assert "abandoned 2" in out.getvalue() and "abandoned" in out.getvalue().split("tasks")[1]
     print("ok")
     """
 )
@@ -172,13 +172,13 @@ def test_a_status_and_a_priority_added_in_core_alone_reach_every_derived_part(
         )
     _patch(
         tmp_path / "core" / "status.py",
-        '    DEAD_LETTERED = "DEAD_LETTERED"\n',
-        '    DEAD_LETTERED = "DEAD_LETTERED"\n    CANCELLED = "CANCELLED"\n',
+        '    EXPIRED = "EXPIRED"',
+        '    ABANDONED = "ABANDONED"\n    EXPIRED = "EXPIRED"',
     )
     _patch(
         tmp_path / "core" / "status.py",
-        "Status.DEAD_LETTERED})",
-        "Status.DEAD_LETTERED, Status.CANCELLED})",
+        "Status.EXPIRED}",
+        "Status.EXPIRED, Status.ABANDONED}",
     )
     priority = tmp_path / "core" / "priority.py"
     _patch(priority, '    HIGH = "high"\n', '    URGENT = "urgent"\n    HIGH = "high"\n')

@@ -61,7 +61,9 @@ def test_every_sql_text_derives_the_terminal_set_from_core() -> None:
     assert where == {
         "tasks_unfinished": f"NOT ({TERMINAL_SQL})",
         "task_events_one_terminal": TERMINAL_SQL,
+        "tasks_parked": schema.PARKED_SQL,
     }
+    assert f"'{Status.SCHEDULED.value}'" in schema.PARKED_SQL
 
 
 def test_the_migrated_partial_indexes_hold_the_same_terminal_set() -> None:

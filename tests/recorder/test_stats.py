@@ -161,16 +161,25 @@ def test_counts_by_status_outcomes_success_rate_and_throughput() -> None:
     ]
     agg.observe(events, START + 0.2)
     overall = _window(agg.snapshot(START + 10.0))["overall"]
-    assert overall["outcomes"] == {"SUCCEEDED": 6, "FAILED": 3, "DEAD_LETTERED": 1}
+    assert overall["outcomes"] == {
+        "SUCCEEDED": 6,
+        "FAILED": 3,
+        "DEAD_LETTERED": 1,
+        "CANCELLED": 0,
+        "EXPIRED": 0,
+    }
     assert overall["terminal"] == 10
     assert overall["transitions"] == {
         "ACCEPTED": 9,
+        "SCHEDULED": 0,
         "QUEUED": 12,
         "STARTED": 12,
         "RETRYING": 3,
         "SUCCEEDED": 6,
         "FAILED": 3,
         "DEAD_LETTERED": 1,
+        "CANCELLED": 0,
+        "EXPIRED": 0,
     }
     assert overall["success_rate"] == 0.6
     # Ten seconds since the start: the rate is over those, not over the whole minute.
@@ -249,7 +258,13 @@ def test_a_second_end_or_news_after_the_end_is_ignored_as_the_recorder_does() ->
     )
     agg.observe([other_end, after], START + 0.5)
     overall = _window(agg.snapshot(START + 2))["overall"]
-    assert overall["outcomes"] == {"SUCCEEDED": 1, "FAILED": 0, "DEAD_LETTERED": 0}
+    assert overall["outcomes"] == {
+        "SUCCEEDED": 1,
+        "FAILED": 0,
+        "DEAD_LETTERED": 0,
+        "CANCELLED": 0,
+        "EXPIRED": 0,
+    }
     assert overall["transitions"]["STARTED"] == 1
     assert overall["in_flight"] == 0
 

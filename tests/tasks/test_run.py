@@ -31,6 +31,11 @@ class FakeKeeper:
 
     def __init__(self) -> None:
         self.held: dict[str, str] = {}
+        self.running: str | None = None
+        self.cancelled: set[str] = set()
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return task_id in self.cancelled
 
     def keep(self, task_id: str, holder: str) -> None:
         self.held[task_id] = holder
@@ -41,11 +46,12 @@ class FakeKeeper:
 
 def begin_script(client: FakeRedis) -> Callable[..., list[Any]]:
     """tasks.execution._BEGIN (a Lua script) over the fake Redis: the kept outcome, if
-    any; else the running lease unless another running holder has it; then the attempt."""
+    any; else the running lease unless another running holder has it; else the EXPIRED
+    outcome it was given; then the attempt."""
 
     def begin(*, keys: list[str], args: list[Any]) -> list[Any]:
         outcome_key, lease_key, attempts_key = keys
-        holder, _, _, taken_over = args
+        holder, _, _, taken_over, expired, _ = args
         outcome = client.get(outcome_key)
         if outcome is not None:
             return [1, outcome]
@@ -57,6 +63,10 @@ def begin_script(client: FakeRedis) -> Callable[..., list[Any]]:
             and current.decode() != taken_over
         ):
             return [2, current]
+        if expired:
+            client.set(outcome_key, expired)
+            client.delete(lease_key)
+            return [3, expired]
         client.set(lease_key, holder)
         return [0, client.incr(attempts_key)]
 

@@ -1,0 +1,161 @@
+"""Cancelling a task: one Redis write decides, whatever stage the task is at.
+
+A task has one outcome key in Redis (core.redis_keys.outcome): a worker sets it when the
+task ends, and every stage reads it before the next step (the bridge before it
+dispatches, a worker when it claims a delivery and before a retry, the releaser through
+Postgres). A cancel sets the key to the CANCELLED event only if no outcome is there yet
+(`SET NX`): whichever of the cancel and the task's own end comes first is the task's one
+outcome, so a task answered 202 here never ends SUCCEEDED. The event then goes to
+`tasks.status`; if that fails after the key is set, the bridge, a worker or the
+reconciler announces the kept outcome when they next meet the task.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, select
+
+from app.accepted_cache import AcceptedCache
+from app.auth import Principal
+from app.errors import Conflict, NotFound
+from app.kafka_submitter import KafkaSubmitter
+from app.metrics import CANCELS
+from app.models import CancelledTask, task_links
+from core import leases, redis_keys
+from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event
+from core.outcomes import Outcomes
+from core.priority import Priority
+from core.schema import tasks
+from core.settings import Settings
+from core.status import Status
+
+# Where the task was, read from the lease that holds it (core.leases).
+_STAGE_BY_LEASE = {"running": Status.STARTED, "queued": Status.QUEUED, "retrying": Status.RETRYING}
+
+
+def stage_of(holder: bytes | None, recorded: Status) -> Status:
+    """The task's stage: its lease says it is queued, running or retrying; without one
+    it is where Postgres (or the accepted cache) last saw it."""
+    if holder is None:
+        return recorded
+    return _STAGE_BY_LEASE.get(holder.decode().split(":", 1)[0], recorded)
+
+
+def cancelled_body(event: StatusEvent) -> CancelledTask:
+    detail = event.detail or {}
+    return {
+        "task_id": event.task_id,
+        "status": Status.CANCELLED.value,
+        "stage": str(detail.get("stage", Status.ACCEPTED.value)),
+        "terminate": bool(detail.get("terminate", False)),
+        "links": task_links(event.task_id),
+    }
+
+
+@dataclass
+class Canceller:
+    settings: Settings
+    engine: Engine
+    client: redis.Redis
+    cache: AcceptedCache
+    submitter: KafkaSubmitter
+
+    def cancel(self, principal: Principal, task_id: str, *, terminate: bool) -> CancelledTask:
+        """Cancel one task of the principal's. Raises NotFound (unknown, or another team's),
+        Conflict (ended otherwise: its status in `details`) or Unavailable."""
+        request, recorded = self._find(task_id)
+        if request is None or not principal.may_act_for(request.team):
+            raise NotFound(f"no task {task_id}")
+        outcome_key = redis_keys.outcome(request.task_id)
+        if recorded.terminal:
+            return self._already_ended(request.task_id, recorded, None)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(outcome_key)
+        pipe.get(leases.key(request.task_id))
+        kept, holder = pipe.execute()
+        if kept is not None:
+            return self._already_ended(request.task_id, recorded, kept)
+        detail: dict[str, Any] = {
+            "stage": stage_of(holder, recorded).value,
+            "terminate": terminate,
+            "cancelled_by": f"key {principal.key_id}",
+        }
+        event = StatusEvent.for_request(request, Status.CANCELLED, detail=detail)
+        encoded = event.encode()
+        seconds = redis_keys.kept_for_seconds(self.settings.schedule_max_days)
+        previous = Outcomes(self.client).end({request.task_id: encoded}, seconds)
+        if previous:  # it ended (or was cancelled) a moment ago
+            return self._already_ended(request.task_id, recorded, previous[request.task_id])
+        (error,) = self.submitter.send(
+            [(self.settings.status_topic, request.task_id.encode(), encoded)], hand_on=False
+        )
+        if error is not None:
+            # The cancel holds (the key is set; whoever meets the task next announces it),
+            # but the client is told its CANCELLED step is not recorded yet.
+            raise error
+        CANCELS.labels(request.team, detail["stage"]).inc()
+        return cancelled_body(event)
+
+    def _already_ended(self, task_id: str, recorded: Status, kept: bytes | None) -> CancelledTask:
+        """A repeat of a cancel answers as the first did; any other end is a conflict."""
+        event: StatusEvent | None = None
+        if kept is not None:
+            try:
+                event = decode_event(kept)
+            except MalformedMessage:
+                event = None
+        status = event.status if event is not None else recorded
+        if event is not None and status is Status.CANCELLED:
+            return cancelled_body(event)
+        if event is None and status is Status.CANCELLED:
+            return {
+                "task_id": task_id,
+                "status": status.value,
+                "stage": status.value,
+                "terminate": False,
+                "links": task_links(task_id),
+            }
+        raise Conflict(
+            f"task {task_id} has already ended {status.value}: there is nothing to cancel",
+            details={"status": status.value},
+        )
+
+    def _find(self, task_id: str) -> tuple[TaskRequest | None, Status]:
+        """The task as a request (who it belongs to, what it runs) and its recorded status."""
+        try:
+            parsed = uuid.UUID(task_id)
+        except ValueError:
+            raise NotFound(f"no task {task_id!r}: task ids are UUIDs") from None
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    tasks.c.team,
+                    tasks.c.routine,
+                    tasks.c.priority,
+                    tasks.c.created_at,
+                    tasks.c.status,
+                    tasks.c.run_at,
+                    tasks.c.expires_at,
+                ).where(tasks.c.task_id == parsed)
+            ).first()
+        if row is not None:
+            try:
+                priority = Priority(row.priority)
+            except ValueError:
+                priority = Priority.MEDIUM
+            request = TaskRequest(
+                task_id=str(parsed),
+                team=row.team,
+                routine=row.routine,
+                priority=priority,
+                accepted_at=row.created_at,
+                run_at=row.run_at,
+                expires_at=row.expires_at,
+            )
+            return request, Status(row.status)
+        cached = self.cache.requests([str(parsed)]).get(str(parsed))
+        return cached, Status.ACCEPTED
