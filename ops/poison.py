@@ -2,9 +2,10 @@
 copy of that message in the dead-letter topic (nothing is deleted).
 
 The bridge reads the request topics in the group `<CONSUMER_GROUP_PREFIX>-bridge`, the
-recorder the status topic in `<prefix>-recorder`. A group's committed offset can only be
-changed while the group has no members, so the component is stopped first (by PID) and
-started again afterwards if it was running.
+recorder the status topic in `<prefix>-recorder`. With BRIDGES=2 (RECORDERS=2) the stack
+runs `bridge-1` and `bridge-2` in that one group. A group's committed offset can only be
+changed while the group has no members, so every component of the group that runs is
+stopped first (by PID), whichever of them was named, and started again afterwards.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from confluent_kafka.admin import AdminClient
 
 from core.kafka import make_admin, make_consumer, make_producer
 from core.settings import Settings
+from ops import services
 from ops.stack import Stack
 from ops.supervisor import StartError
 
-COMPONENTS = ("bridge", "recorder")
+COMPONENTS = ("bridge", "recorder")  # or one of several: bridge-1, recorder-2 …
 GROUP_EMPTY_TIMEOUT = 60.0  # longer than a consumer's session timeout (10 s), if it was killed
 KAFKA_TIMEOUT = 10.0
 NO_REASON = "no reason given"
@@ -71,14 +73,36 @@ def parse_position(text: str) -> Position:
     return Position(match["topic"], int(match["partition"]), int(match["offset"]))
 
 
-def consumer_of(settings: Settings, component: str) -> tuple[str, list[str]]:
-    """The consumer group and topics of `component`; raises Refused for an unknown one."""
+@dataclass(frozen=True)
+class Group:
+    """A consumer group of the stack."""
+
+    name: str
+    topics: list[str]
+    members: list[str]  # the stack's components in it: `bridge`, or `bridge-1` … `bridge-N`
+
+
+def consumer_of(settings: Settings, component: str) -> Group:
+    """The consumer group `component` is in. A kind (`bridge`) and each of its components
+    (`bridge-2` when BRIDGES=2) name the same group. Raises Refused for an unknown one."""
     prefix = settings.consumer_group_prefix
-    if component == "bridge":
-        return f"{prefix}-bridge", list(settings.request_topics)
-    if component == "recorder":
-        return f"{prefix}-recorder", [settings.status_topic]
-    raise Refused(f"unknown component {component!r}; skip-message knows {', '.join(COMPONENTS)}")
+    groups = {
+        "bridge": Group(
+            f"{prefix}-bridge",
+            list(settings.request_topics),
+            services.instance_names("bridge", settings.bridges),
+        ),
+        "recorder": Group(
+            f"{prefix}-recorder",
+            [settings.status_topic],
+            services.instance_names("recorder", settings.recorders),
+        ),
+    }
+    group = groups.get(services.group_of(component))
+    if group is not None and (component in group.members or component in groups):
+        return group
+    known = sorted({*groups, *(name for g in groups.values() for name in g.members)})
+    raise Refused(f"unknown component {component!r}; skip-message knows {', '.join(known)}")
 
 
 def check_position(settings: Settings, admin: AdminClient, position: Position) -> None:
@@ -164,41 +188,62 @@ def run(
     reason: str,
     *,
     skip_earlier: bool = False,
+    timeout: float = GROUP_EMPTY_TIMEOUT,
 ) -> Skipped:
-    """The `skip-message` command: check everything, stop `component` if it runs, skip,
-    start it again if it ran. Raises Refused (nothing changed) or StartError."""
-    group, topics = consumer_of(settings, component)
+    """The `skip-message` command: check everything, stop every component of `component`'s
+    consumer group that runs, skip, start those again.
+
+    Raises Refused (nothing changed), StartError, or TimeoutError naming the members
+    still in the group after `timeout` (consumers this stack does not run: nothing was
+    changed, and what was stopped is started again).
+    """
+    group = consumer_of(settings, component)
     position = parse_position(position_text)
-    if position.topic not in topics:
+    if position.topic not in group.topics:
         raise Refused(
-            f"{component} does not consume {position.topic!r}; its topics: {', '.join(topics)}"
+            f"{component} does not consume {position.topic!r}; "
+            f"its topics: {', '.join(group.topics)}"
         )
     admin = make_admin(settings)
     check_position(settings, admin, position)
-    committed = committed_offset(admin, group, position.topic, position.partition)
-    _refuse_if_past(group, position, committed)  # committed offsets only grow while it runs
-    was_running = stack.supervisor.tracked(component) is not None
-    if was_running:
-        stack.stop([component])
+    committed = committed_offset(admin, group.name, position.topic, position.partition)
+    _refuse_if_past(group.name, position, committed)  # committed offsets only grow meanwhile
+    running = [name for name in group.members if stack.supervisor.tracked(name) is not None]
+    if running:
+        if running != [component]:
+            print(
+                f"  {group.name} must have no members: stopping {', '.join(running)}",
+                flush=True,
+            )
+        stack.stop(running)
     try:
         skipped = skip_message(
             settings,
-            group,
+            group.name,
             position.topic,
             position.partition,
             position.offset,
             reason,
             skip_earlier=skip_earlier,
+            timeout=timeout,
         )
+    except TimeoutError as exc:
+        _start_again(stack, running)
+        names = ", ".join(running)
+        ours = (
+            f"stopped {names} and started {names} again"
+            if running
+            else f"found none of {', '.join(group.members)} running"
+        )
+        raise TimeoutError(
+            f"{exc}. skip-message {ours}; the members left are consumers this stack does not "
+            "run (on another host, or of another run folder): stop them and skip again"
+        ) from None
     except BaseException:
-        if was_running:  # as it was; the reason it was not skipped is what to report
-            try:
-                stack.up([component], migrate=False)
-            except StartError as exc:
-                print(f"error: {exc}", file=sys.stderr, flush=True)
+        _start_again(stack, running)  # the reason it was not skipped is what to report
         raise
-    if was_running:
-        stack.up([component], migrate=False)
+    if running:
+        stack.up(running, migrate=False)
     for source in skipped.dead_lettered:
         print(
             f"  copied {position.topic}[{position.partition}]@{source} to {settings.dlq_topic}",
@@ -206,13 +251,26 @@ def run(
         )
     before = skipped.committed_before if skipped.committed_before >= 0 else "none"
     print(
-        f"  {group}: {position.topic}[{position.partition}] committed offset "
+        f"  {group.name}: {position.topic}[{position.partition}] committed offset "
         f"{before} -> {position.offset + 1}",
         flush=True,
     )
-    if not was_running:
-        print(f"  {component} was not running; `make up` starts it", flush=True)
+    idle = [name for name in group.members if name not in running]
+    if idle:
+        were, them = ("was", "it") if len(idle) == 1 else ("were", "them")
+        print(f"  {', '.join(idle)} {were} not running; `make up` starts {them}", flush=True)
     return skipped
+
+
+def _start_again(stack: Stack, names: list[str]) -> None:
+    """Start `names` again after a failed skip; a failure to start is printed, not raised
+    (the skip's own error is what to report)."""
+    if not names:
+        return
+    try:
+        stack.up(names, migrate=False)
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
 
 
 def _refuse_if_past(group: str, position: Position, committed: int) -> None:
@@ -240,9 +298,13 @@ def _wait_empty(admin: AdminClient, group: str, timeout: float) -> None:
         if not description.members:
             return
         if time.monotonic() > deadline:
+            members = "; ".join(
+                f"client {m.client_id!r} on {m.host.lstrip('/')} (member {m.member_id})"
+                for m in description.members
+            )
             raise TimeoutError(
                 f"group {group} still has {len(description.members)} member(s) after "
-                f"{timeout:.0f}s; stop its consumers first"
+                f"{timeout:.0f}s: {members}; stop its consumers first"
             )
         time.sleep(0.5)
 

@@ -16,7 +16,8 @@ from confluent_kafka.admin import NewTopic
 
 from core.kafka import make_admin, make_producer
 from core.settings import Settings, load_settings
-from ops.poison import Refused, committed_offset, skip_message
+from ops.poison import Refused, committed_offset, run, skip_message
+from ops.stack import Stack
 from tests.helpers import wait_for
 from tests.instance import Instance
 from tests.isolated import ops
@@ -103,7 +104,12 @@ def _dead_letters(settings: Settings, count: int) -> list[Message]:
 
 
 def _headers(message: Message) -> dict[str, str]:
-    return {name: (value or b"").decode() for name, value in message.headers() or []}
+    headers = message.headers() or []
+    assert isinstance(headers, list)  # a consumer's message has them as a list
+    return {
+        name: value.decode() if isinstance(value, bytes) else (value or "")
+        for name, value in headers
+    }
 
 
 def test_skip_message_copies_it_to_the_dlq_and_moves_the_group_past_it(
@@ -170,6 +176,7 @@ def test_the_command_skips_and_says_what_it_did(scratch: Scratch) -> None:
     ("component", "position", "says"),
     [
         ("worker-1", "{topic}:0:0", "unknown component 'worker-1'"),
+        ("bridge-1", "{topic}:0:0", "unknown component 'bridge-1'"),  # BRIDGES=1: `bridge`
         ("bridge", "{topic}:zero:0", "is not <topic>:<partition>:<offset>"),
         ("bridge", "{topic}:0", "is not <topic>:<partition>:<offset>"),
         ("bridge", "{status}:0:0", "bridge does not consume"),
@@ -193,9 +200,74 @@ def test_the_command_refuses_what_is_wrong_with_exit_2(
     assert _dead_letters(scratch.settings, 0) == []
 
 
-def test_a_running_bridge_is_stopped_moved_past_and_started_again(stack: Settings) -> None:
+def test_with_two_bridges_each_names_their_one_group(scratch: Scratch) -> None:
+    env = {**scratch.env, "BRIDGES": "2", "RECORDERS": "2"}
+    _produce(scratch.settings, scratch.topic, 0, [b"poison"])
+    where = f"{scratch.topic}:0:0"
+
+    unknown = ops(env, "skip-message", "bridge-3", where)
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert (
+        "unknown component 'bridge-3'; skip-message knows "
+        "bridge, bridge-1, bridge-2, recorder, recorder-1, recorder-2"
+    ) in unknown.stderr
+    elsewhere = ops(env, "skip-message", "recorder-2", where)
+    assert elsewhere.returncode == 2, elsewhere.stdout + elsewhere.stderr
+    assert "recorder-2 does not consume" in elsewhere.stderr
+
+    result = ops(env, "skip-message", "bridge-2", where)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{scratch.group}: {scratch.topic}[0] committed offset none -> 1" in result.stdout
+    assert "bridge-1, bridge-2 were not running; `make up` starts them" in result.stdout
+
+
+def test_a_member_the_stack_does_not_run_is_named_and_nothing_is_skipped(
+    scratch: Scratch,
+) -> None:
+    _produce(scratch.settings, scratch.topic, 0, [b"poison"])
+    # A bridge of the same group on another host (or of another run folder).
+    foreign = Consumer(
+        {
+            "bootstrap.servers": scratch.settings.kafka_bootstrap,
+            "group.id": scratch.group,
+            "client.id": "bridge-elsewhere",
+            "enable.auto.commit": False,
+        }
+    )
+    foreign.subscribe([scratch.topic])
+
+    def joined() -> bool:
+        foreign.poll(0.2)
+        return bool(foreign.assignment())
+
+    try:
+        wait_for(joined, what="the other bridge to join the group")
+        with pytest.raises(TimeoutError) as caught:
+            run(
+                scratch.settings,
+                Stack(scratch.settings),
+                "bridge",
+                f"{scratch.topic}:0:0",
+                "x",
+                timeout=2,
+            )
+    finally:
+        foreign.close()
+    message = str(caught.value)
+    assert f"group {scratch.group} still has 1 member(s)" in message
+    assert "client 'bridge-elsewhere'" in message
+    assert "found none of bridge running" in message
+    assert "consumers this stack does not run" in message
+    assert committed_offset(make_admin(scratch.settings), scratch.group, scratch.topic, 0) == -1
+    assert _dead_letters(scratch.settings, 0) == []
+
+
+@pytest.mark.parametrize(("bridges", "named"), [("1", "bridge"), ("2", "bridge-2")])
+def test_running_bridges_are_stopped_moved_past_and_started_again(
+    stack: Settings, bridges: str, named: str
+) -> None:
     # No worker announces slots here, so the bridge holds the task and commits nothing.
-    with Instance(stack, "skipmsg").running(["api", "bridge"]) as instance:
+    with Instance(stack, "skipmsg", BRIDGES=bridges).running(["api", "bridge"]) as instance:
         assert instance.settings is not None
         settings = instance.settings
         with instance.client() as client:
@@ -208,15 +280,21 @@ def test_a_running_bridge_is_stopped_moved_past_and_started_again(stack: Setting
             lambda: [p for p in range(settings.topic_partitions) if _end(settings, topic, p) == 1],
             what="the request in Kafka",
         )
-        before = instance.pid("bridge")
+        members = ["bridge"] if bridges == "1" else ["bridge-1", "bridge-2"]
+        before = {name: instance.pid(name) for name in members}
 
-        result = ops(instance.env, "skip-message", "bridge", f"{topic}:{partition}:0")
+        result = ops(instance.env, "skip-message", named, f"{topic}:{partition}:0")
 
         assert result.returncode == 0, result.stdout + result.stderr
-        assert f"bridge     stopped (pid {before})" in result.stdout
-        assert "bridge     started" in result.stdout
-        assert instance.pid("bridge") != before
         group = f"{settings.consumer_group_prefix}-bridge"
+        # Every member of the group stops, whichever was named; a lone bridge without a word.
+        stopping = f"{group} must have no members: stopping bridge-1, bridge-2"
+        assert (stopping in result.stdout) == (bridges == "2"), result.stdout
+        for name in members:
+            assert f"{name:<10} stopped (pid {before[name]})" in result.stdout
+            assert f"{name:<10} started" in result.stdout
+            assert instance.pid(name) != before[name]
+        assert "not running" not in result.stdout
         assert committed_offset(make_admin(settings), group, topic, partition) == 1
         (copy,) = _dead_letters(settings, 1)
         assert _headers(copy)["reason"] == "skipped by operator: no reason given"
