@@ -1,4 +1,8 @@
-"""What the fault tests share: a client load, a time budget, and the story of a task.
+"""What the fault tests share: a whole stack of their own, a client load, a time budget,
+and the story of a task.
+
+The stack: Kafka, Postgres, Redis and the platform on ports and in a run folder of its
+own (tests.isolated), started with `python -m ops up` and stopped with `ops down`.
 
 The load: threads that submit batches of tasks as a careful client would, and keep every
 exchange (when it started, how long it took, what came back).
@@ -10,17 +14,27 @@ must then name the same task, never a second one. Tasks that got a 202 are `acce
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import signal
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 from sqlalchemy import Connection, text
 
+from core.settings import Settings
+from ops.supervisor import Supervisor
 from tests.helpers import wait_for
+from tests.isolated import PORT_VARIABLES, isolated_env, isolated_run_dir, ops
 
 TEAMS = ("alpha", "bravo", "charlie")
 PRIORITIES = ("high", "medium", "low")
@@ -36,6 +50,96 @@ class Budget:
         left = self.end - time.monotonic()
         assert left > 1, "the test's time budget is spent"
         return min(cap, left)
+
+
+def isolated_settings(env: Mapping[str, str], *names: str) -> Settings:
+    """The settings of a stack started with `env` (tests.isolated.isolated_env), as far as
+    a test needs them: its ports, its run folder, and the variables `names`."""
+    fields: dict[str, Any] = {
+        name.lower(): env[name] for name in (*PORT_VARIABLES, "RUN_DIR", *names)
+    }
+    return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+
+class Killed(NamedTuple):
+    pid: int  # the PID it had
+    at: float  # time.monotonic() right after the signal
+
+
+@dataclass
+class IsolatedStack:
+    """A stack of its own whose every wait fits in the test's time budget."""
+
+    env: dict[str, str]
+    run_dir: Path
+    settings: Settings
+    budget: Budget
+    components: tuple[str, ...]  # what `up` starts (a kind names all of it: `bridge`)
+
+    def up(self) -> float:
+        """`python -m ops up` (whatever is not running); returns when it returned
+        (monotonic)."""
+        result = ops(self.env, "up", *self.components, timeout=self.budget.left(300))
+        assert result.returncode == 0, result.stdout + result.stderr
+        return time.monotonic()
+
+    def pid(self, component: str) -> int:
+        tracked = Supervisor(self.run_dir).tracked(component)
+        assert tracked is not None, f"{component} is not running"
+        return tracked.pid
+
+    def kill9(self, component: str) -> Killed:
+        """kill -9 the component's process group, and wait until it is gone."""
+        pid = self.pid(component)
+        os.killpg(pid, signal.SIGKILL)
+        at = time.monotonic()
+        wait_for(
+            lambda: Supervisor(self.run_dir).tracked(component) is None,
+            timeout=self.budget.left(30),
+            what=f"{component} to be gone",
+        )
+        return Killed(pid, at)
+
+
+S = TypeVar("S", bound=IsolatedStack)
+
+
+@contextmanager
+def isolated_stack(
+    kind: type[S],
+    name: str,
+    components: Sequence[str],
+    *,
+    timeout: float,
+    teardown_reserve: float,
+    keep_logs: bool = False,
+    **variables: str,
+) -> Iterator[S]:
+    """A stack of its own with the settings `variables`, started with `components`. Its
+    waits share a budget of `timeout - teardown_reserve` seconds (`timeout`: the test's);
+    at the end it is stopped within the reserve and its run folder removed. With
+    `keep_logs`, the logs of the last run stay in `.run/isolated/<name>-logs`."""
+    budget = Budget(timeout - teardown_reserve)
+    run_dir = isolated_run_dir(f"{name}-{os.getpid()}")
+    env = isolated_env(run_dir, **variables)
+    stack = kind(env, run_dir, isolated_settings(env, *variables), budget, tuple(components))
+    try:
+        stack.up()
+        yield stack
+    finally:
+        ops(env, "down", timeout=teardown_reserve - 10)
+        if keep_logs:
+            _keep_logs(run_dir, run_dir.parent / f"{name}-logs")
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _keep_logs(run_dir: Path, keep: Path) -> None:
+    """The run's logs (each component's, and each Kafka node's server.log) stay in `keep`
+    for a post-mortem; the next run replaces them."""
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(run_dir / "logs", keep, ignore_dangling_symlinks=True)
+    for log in run_dir.glob("kafka-*/server.log"):
+        shutil.copy(log, keep / f"{log.parent.name}.server.log")
 
 
 @dataclass(frozen=True)
@@ -173,6 +277,43 @@ class Load:
                         pending = items
                 self.exchanges.append(Exchange(started, took, response.status_code, codes))
                 self._stop.wait(max(0.0, pause - took))
+
+
+class Outcome(NamedTuple):
+    """What became of a set of tasks."""
+
+    statuses: dict[str, int]  # how many are in each status
+    terminal_events: dict[str, int]  # task id -> its terminal events (none: absent)
+    starts: dict[str, int]  # task id -> its STARTED events (none: absent)
+
+
+def outcome(conn: Connection, task_ids: list[str], terminal: Sequence[str]) -> Outcome:
+    """The statuses of these tasks, and each one's events of a `terminal` status and
+    STARTED events."""
+    params = {"ids": task_ids, "terminal": list(terminal)}
+    statuses = conn.execute(
+        text(
+            "SELECT status, count(*) FROM tasks "
+            "WHERE task_id = ANY(CAST(:ids AS uuid[])) GROUP BY status"
+        ),
+        params,
+    ).all()
+
+    def per_task(condition: str) -> dict[str, int]:
+        rows = conn.execute(
+            text(
+                "SELECT task_id::text, count(*) FROM task_events "
+                f"WHERE task_id = ANY(CAST(:ids AS uuid[])) AND {condition} GROUP BY task_id"
+            ),
+            params,
+        ).all()
+        return {task_id: count for task_id, count in rows}
+
+    return Outcome(
+        {status: count for status, count in statuses},
+        per_task("status = ANY(:terminal)"),
+        per_task("status = 'STARTED'"),
+    )
 
 
 def timelines(conn: Connection, task_ids: list[str], limit: int = 5) -> list[str]:

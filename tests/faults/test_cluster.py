@@ -10,17 +10,13 @@ Asserted: every accepted task reaches exactly one terminal status, SUCCEEDED (no
 none twice) and started as often as its routine says; every submit is answered 202, or
 503 within the produce timeout and only while a broker is down; no other answer, no
 hang, and no dropped connection except while the API process dies; every partition has
-its three in-sync replicas again at the end.
-
-One known fault of the workers (see the end of the test) makes it an expected failure,
-naming the tasks it stranded; any other task left unfinished fails it.
+its three in-sync replicas again at the end. A task left unfinished fails it, naming the
+task ids.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import socket
 import threading
@@ -28,19 +24,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 from sqlalchemy import Engine, create_engine, text
 
 from app.auth import create_key
-from core.settings import Settings
 from ops import kafka_node
 from ops.supervisor import Supervisor
-from tests.faults.harness import Budget, Exchange, Load, timelines
+from tests.faults.harness import Exchange, IsolatedStack, Load, isolated_stack, outcome, timelines
 from tests.helpers import wait_for
-from tests.isolated import isolated_env, isolated_run_dir, ops
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -70,36 +63,7 @@ def _free_block(count: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-@dataclass
-class Cluster:
-    env: dict[str, str]
-    run_dir: Path
-    settings: Settings
-    budget: Budget
-
-    def up(self) -> float:
-        """`python -m ops up` (whatever is not running); returns how long it took."""
-        started = time.monotonic()
-        result = ops(self.env, "up", *COMPONENTS, timeout=self.budget.left(300))
-        assert result.returncode == 0, result.stdout + result.stderr
-        return time.monotonic() - started
-
-    def pid(self, component: str) -> int:
-        tracked = Supervisor(self.run_dir).tracked(component)
-        assert tracked is not None, f"{component} is not running"
-        return tracked.pid
-
-    def kill9(self, component: str) -> float:
-        """kill -9 the component's process group; returns when (monotonic)."""
-        os.killpg(self.pid(component), signal.SIGKILL)
-        at = time.monotonic()
-        wait_for(
-            lambda: Supervisor(self.run_dir).tracked(component) is None,
-            timeout=30,
-            what=f"{component} to be gone",
-        )
-        return at
-
+class Cluster(IsolatedStack):
     def metadata(self) -> ClusterMetadata:
         # A new client each time: one whose only connection was to the broker just killed
         # timed out asking for metadata (librdkafka connects to other brokers sparingly).
@@ -110,8 +74,8 @@ class Cluster:
         """(topic, partition, leader, in-sync replicas) of every partition."""
         metadata = self.metadata()
         return [
-            (topic.topic, p.id, p.leader, len(p.isrs))
-            for topic in metadata.topics.values()
+            (name, p.id, p.leader, len(p.isrs))
+            for name, topic in metadata.topics.items()
             for p in topic.partitions.values()
         ]
 
@@ -129,11 +93,14 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    budget = Budget(TIMEOUT - TEARDOWN_RESERVE)
-    run_dir = isolated_run_dir(f"cluster-{os.getpid()}")
     base = _free_block(2 * BROKERS)  # node n: broker base+2(n-1), controller base+2(n-1)+1
-    env = isolated_env(
-        run_dir,
+    with isolated_stack(
+        Cluster,
+        "cluster",
+        COMPONENTS,
+        timeout=TIMEOUT,
+        teardown_reserve=TEARDOWN_RESERVE,
+        keep_logs=True,  # in .run/isolated/cluster-logs
         KAFKA_BROKERS=str(BROKERS),
         KAFKA_PORT=str(base),
         KAFKA_CONTROLLER_PORT=str(base + 1),
@@ -142,37 +109,8 @@ def cluster() -> Iterator[Cluster]:
         WORKERS=str(WORKERS),
         WORKER_CONCURRENCY="2",
         KAFKA_PRODUCE_TIMEOUT_SECONDS=str(PRODUCE_TIMEOUT),
-    )
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_brokers=BROKERS,
-        kafka_port=base,
-        kafka_controller_port=base + 1,
-        bridges=BRIDGES,
-        recorders=RECORDERS,
-        workers=WORKERS,
-        postgres_port=int(env["POSTGRES_PORT"]),
-        redis_port=int(env["REDIS_PORT"]),
-        api_port=int(env["API_PORT"]),
-        run_dir=run_dir,
-    )
-    cluster = Cluster(env, run_dir, settings, budget)
-    try:
-        cluster.up()
+    ) as cluster:
         yield cluster
-    finally:
-        ops(env, "down", timeout=TEARDOWN_RESERVE - 10)
-        _keep_logs(run_dir, run_dir.parent / "cluster-logs")
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _keep_logs(run_dir: Path, keep: Path) -> None:
-    """The last run's logs (each component's, and each Kafka node's server.log) stay in
-    `keep` for a post-mortem; the next run replaces them."""
-    shutil.rmtree(keep, ignore_errors=True)
-    shutil.copytree(run_dir / "logs", keep, ignore_dangling_symlinks=True)
-    for log in run_dir.glob("kafka-*/server.log"):
-        shutil.copy(log, keep / f"{log.parent.name}.server.log")
 
 
 @dataclass
@@ -216,7 +154,7 @@ def _terminal_count(engine: Engine) -> int:
 def _lose_broker(cluster: Cluster, load: Load, component: str, why: str) -> BrokerOutage:
     node = int(component.rsplit("-", 1)[1])
     led = sum(1 for p in cluster.partitions() if p[2] == node)
-    outage = BrokerOutage(component, why, led, cluster.kill9(component))
+    outage = BrokerOutage(component, why, led, cluster.kill9(component).at)
     # Its partitions move once the controller fences it (broker.session.timeout.ms)...
     wait_for(
         lambda: node not in cluster.brokers(),
@@ -276,7 +214,7 @@ def _run(cluster: Cluster, engine: Engine) -> None:
         outages.append(_lose_broker(cluster, load, f"kafka-{controller}", "active controller"))
 
         load.wait_for_more(200, timeout=cluster.budget.left(90))
-        kills["recorder-1"] = cluster.kill9("recorder-1")
+        kills["recorder-1"] = cluster.kill9("recorder-1").at
         load.wait_for_more(200, timeout=cluster.budget.left(90))
         cluster.up()
 
@@ -289,7 +227,7 @@ def _run(cluster: Cluster, engine: Engine) -> None:
         cluster.up()
 
         load.wait_for_more(200, timeout=cluster.budget.left(90))
-        kills["bridge-1"] = cluster.kill9("bridge-1")
+        kills["bridge-1"] = cluster.kill9("bridge-1").at
         load.wait_for_more(200, timeout=cluster.budget.left(90))
         cluster.up()
 
@@ -318,54 +256,14 @@ def _run(cluster: Cluster, engine: Engine) -> None:
                 ).scalars()
             )
 
-    # Until every task ended; or until only tasks of the known fault below are left and
-    # have been for a minute (they wait 10 min for the reconciler).
     deadline = time.monotonic() + cluster.budget.left(300)
-    only_known_since: float | None = None
     while (unfinished_ids := unfinished()) and time.monotonic() < deadline:
-        if set(unfinished_ids) <= _retries_skipped_as_duplicates(cluster.run_dir):
-            only_known_since = only_known_since or time.monotonic()
-            if time.monotonic() - only_known_since > 60:
-                break
-        else:
-            only_known_since = None
         time.sleep(1)
-    race = set(unfinished_ids) & _retries_skipped_as_duplicates(cluster.run_dir)
-    others = [t for t in unfinished_ids if t not in race]
     with engine.connect() as conn:
-        stuck = timelines(conn, others or unfinished_ids)
+        stuck = timelines(conn, unfinished_ids)
     drain = time.monotonic() - drain_started
     with engine.connect() as conn:
-        params = {"ids": ids, "terminal": list(TERMINAL)}
-        statuses = dict(
-            conn.execute(
-                text(
-                    "SELECT status, count(*) FROM tasks "
-                    "WHERE task_id = ANY(CAST(:ids AS uuid[])) GROUP BY status"
-                ),
-                params,
-            ).all()
-        )
-        terminal_events = dict(
-            conn.execute(
-                text(
-                    "SELECT task_id::text, count(*) FROM task_events "
-                    "WHERE task_id = ANY(CAST(:ids AS uuid[])) AND status = ANY(:terminal) "
-                    "GROUP BY task_id"
-                ),
-                params,
-            ).all()
-        )
-        starts = dict(
-            conn.execute(
-                text(
-                    "SELECT task_id::text, count(*) FROM task_events "
-                    "WHERE task_id = ANY(CAST(:ids AS uuid[])) AND status = 'STARTED' "
-                    "GROUP BY task_id"
-                ),
-                params,
-            ).all()
-        )
+        statuses, terminal_events, starts = outcome(conn, ids, TERMINAL)
     isr_deadline = time.monotonic() + cluster.budget.left(60)
     while (short_isr := cluster.under_replicated()) and time.monotonic() < isr_deadline:
         time.sleep(0.5)
@@ -404,8 +302,7 @@ def _run(cluster: Cluster, engine: Engine) -> None:
         + (
             f"drained in {drain:.0f}s"
             if not unfinished_ids
-            else f"{len(unfinished_ids)} not ended after {drain:.0f}s ({len(race)} of them "
-            "retries skipped as duplicates)"
+            else f"{len(unfinished_ids)} not ended after {drain:.0f}s"
         ),
     ]
     for o in outages:
@@ -427,21 +324,18 @@ def _run(cluster: Cluster, engine: Engine) -> None:
     ]
     print("\n".join(lines))
 
-    # A known fault of the workers, not of the cluster (reported on issue 15): a retry
-    # whose first run is still waiting for Kafka to acknowledge its RETRYING event (a
-    # partition's leader just died) reaches a worker while that run holds the running
-    # lease; it is skipped as a duplicate delivery, and the task waits QUEUED until the
-    # "retrying" lease expires (leases.QUEUED_SECONDS, 10 min) and the reconciler sends
-    # it again. Only tasks with exactly that story are let through, as an expected failure.
-    assert not others, f"{len(others)} accepted tasks did not end in time:\n" + "\n".join(stuck)
+    # No task is let through unfinished: a retry delivered while its first run still held
+    # the running lease was once skipped as a duplicate (fixed in abb0e9f: a retry hands
+    # the lease on before it produces the retry request).
+    assert not unfinished_ids, (
+        f"{len(unfinished_ids)} accepted tasks did not end in time: {unfinished_ids}\n"
+        + "\n".join(stuck)
+    )
     assert short_isr == []
-    assert lost == len(race)
+    assert lost == 0
     assert duplicates == 0
-    assert statuses == {
-        "SUCCEEDED": len(ids) - len(race),
-        **({"QUEUED": len(race)} if race else {}),
-    }
-    assert {t: v for t, v in wrong_starts.items() if t not in race} == {}, wrong_starts
+    assert statuses == {"SUCCEEDED": len(ids)}
+    assert wrong_starts == {}
     assert failures == []
     assert all(while_a_broker_was_down(e) for e in unavailable), [
         round(e.started, 1) for e in unavailable if not while_a_broker_was_down(e)
@@ -452,18 +346,3 @@ def _run(cluster: Cluster, engine: Engine) -> None:
     assert len(dropped) <= load.threads
     assert all(api_killed - load.timeout <= e.started <= api_killed + 1 for e in dropped)
     assert outages[0].unavailable(load)[0] > 0 or outages[0].led == 0
-    if race:
-        pytest.xfail(
-            f"{len(race)} tasks stuck QUEUED: their retry was skipped as a duplicate delivery "
-            "while the first run waited for Kafka (tasks/execution.py Run.retry)"
-        )
-
-
-def _retries_skipped_as_duplicates(run_dir: Path) -> set[str]:
-    """Tasks a worker skipped as "duplicate delivery" (from the workers' JSON logs)."""
-    found = set()
-    for log in run_dir.glob("logs/worker-*.log"):
-        for line in log.read_text(errors="replace").splitlines():
-            if "duplicate delivery skipped" in line:
-                found.add(json.loads(line)["task_id"])
-    return found

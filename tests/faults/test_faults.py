@@ -22,19 +22,16 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 
 from app.auth import create_key
-from core.settings import Settings
 from ops.supervisor import Supervisor
-from tests.faults.harness import Budget, Exchange, Load, timelines
+from tests.faults.harness import Exchange, IsolatedStack, Load, isolated_stack, outcome, timelines
 from tests.helpers import wait_for
-from tests.isolated import isolated_env, isolated_run_dir, ops
+from tests.isolated import ops
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -50,35 +47,7 @@ WORKER_CONCURRENCY = 2
 TERMINAL = ("SUCCEEDED", "FAILED", "DEAD_LETTERED")
 
 
-@dataclass
-class World:
-    env: dict[str, str]
-    run_dir: Path
-    settings: Settings
-    budget: Budget
-
-    def up(self) -> float:
-        """`python -m ops up`; returns when it returned (monotonic)."""
-        result = ops(self.env, "up", *COMPONENTS, timeout=self.budget.left(300))
-        assert result.returncode == 0, result.stdout + result.stderr
-        return time.monotonic()
-
-    def pid(self, component: str) -> int:
-        tracked = Supervisor(self.run_dir).tracked(component)
-        assert tracked is not None, f"{component} is not running"
-        return tracked.pid
-
-    def kill9(self, component: str) -> int:
-        """kill -9 the component's process group; returns the PID it had."""
-        pid = self.pid(component)
-        os.killpg(pid, signal.SIGKILL)
-        wait_for(
-            lambda: Supervisor(self.run_dir).tracked(component) is None,
-            timeout=self.budget.left(30),
-            what=f"{component} to be gone",
-        )
-        return pid
-
+class World(IsolatedStack):
     def pool(self, component: str) -> frozenset[int]:
         """The PIDs of a worker's pool processes (its group, less the main process)."""
         main = self.pid(component)
@@ -87,30 +56,17 @@ class World:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    budget = Budget(TIMEOUT - TEARDOWN_RESERVE)
-    run_dir = isolated_run_dir(f"faults-{os.getpid()}")
-    env = isolated_env(
-        run_dir,
+    with isolated_stack(
+        World,
+        "faults",
+        COMPONENTS,
+        timeout=TIMEOUT,
+        teardown_reserve=TEARDOWN_RESERVE,
         WORKERS="2",
         WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
         KAFKA_PRODUCE_TIMEOUT_SECONDS=str(PRODUCE_TIMEOUT),
-    )
-    port = env["POSTGRES_PORT"]
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_port=int(env["KAFKA_PORT"]),
-        postgres_port=int(port),
-        redis_port=int(env["REDIS_PORT"]),
-        api_port=int(env["API_PORT"]),
-        run_dir=run_dir,
-    )
-    world = World(env, run_dir, settings, budget)
-    try:
-        world.up()
+    ) as world:
         yield world
-    finally:
-        ops(env, "down", timeout=TEARDOWN_RESERVE - 10)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.mark.timeout(TIMEOUT)
@@ -137,18 +93,19 @@ def _run(world: World, engine: Engine) -> None:
     # When Kafka and the API were away: [killed, back] (monotonic).
     kafka_away: tuple[float, float] = (0.0, 0.0)
     api_away: tuple[float, float] = (0.0, 0.0)
+
+    def kill_and_bring_back(component: str, fault: str) -> None:
+        killed = world.kill9(component).pid
+        more(100)
+        world.up()
+        faults[fault] = (killed, world.pid(component))
+
     try:
         more(300)
-        killed = world.kill9("bridge")
-        more(100)
-        world.up()
-        faults["kill -9 bridge"] = (killed, world.pid("bridge"))
+        kill_and_bring_back("bridge", "kill -9 bridge")
 
         more(300)
-        killed = world.kill9("worker-1")
-        more(100)
-        world.up()
-        faults["kill -9 worker-1 (main process and pool)"] = (killed, world.pid("worker-1"))
+        kill_and_bring_back("worker-1", "kill -9 worker-1 (main process and pool)")
 
         more(200)
         pool = world.pool("worker-2")
@@ -165,20 +122,17 @@ def _run(world: World, engine: Engine) -> None:
         faults["kill -9 one pool process of worker-2"] = (pool, renewed)
 
         more(200)
-        killed = world.kill9("recorder")
-        more(100)
-        world.up()
-        faults["kill -9 recorder"] = (killed, world.pid("recorder"))
+        kill_and_bring_back("recorder", "kill -9 recorder")
 
         more(200)
         api_killed_at = time.monotonic()
-        killed = world.kill9("api")
+        killed = world.kill9("api").pid
         api_away = (api_killed_at, world.up())
         faults["kill -9 api (gunicorn and its workers)"] = (killed, world.pid("api"))
 
         more(300)
         kafka_killed_at = time.monotonic()
-        killed = world.kill9("kafka")
+        killed = world.kill9("kafka").pid
         wait_for(
             lambda: any(e.unavailable for e in load.between(kafka_killed_at, time.monotonic())),
             timeout=budget.left(60),
@@ -237,32 +191,8 @@ def _run(world: World, engine: Engine) -> None:
         all_terminal, timeout=budget.left(400), interval=1, what=f"all {len(ids)} tasks to end"
     )
     with engine.connect() as conn:
-        statuses = dict(
-            conn.execute(
-                text(
-                    "SELECT status, count(*) FROM tasks "
-                    "WHERE task_id = ANY(CAST(:ids AS uuid[])) GROUP BY status"
-                ),
-                params,
-            ).all()
-        )
-        terminal_events = conn.execute(
-            text(
-                "SELECT count(*) FROM task_events WHERE task_id = ANY(CAST(:ids AS uuid[])) "
-                "AND status = ANY(:terminal)"
-            ),
-            params,
-        ).scalar_one()
-        starts = dict(
-            conn.execute(
-                text(
-                    "SELECT task_id::text, count(*) FROM task_events "
-                    "WHERE task_id = ANY(CAST(:ids AS uuid[])) AND status = 'STARTED' "
-                    "GROUP BY task_id"
-                ),
-                params,
-            ).all()
-        )
+        statuses, terminal_per_task, starts = outcome(conn, ids, TERMINAL)
+        terminal_events = sum(terminal_per_task.values())
         odd = conn.execute(
             text(
                 "SELECT task_id::text FROM tasks WHERE task_id = ANY(CAST(:ids AS uuid[])) "

@@ -15,6 +15,7 @@ from app.auth import create_key
 from core.db import make_engine
 from core.settings import Settings
 from ops import postgres_node
+from tests.faults.harness import isolated_settings
 from tests.helpers import wait_for
 from tests.isolated import isolated_env, isolated_run_dir, ops
 
@@ -33,17 +34,6 @@ def long_run_dir() -> Iterator[Path]:
     path.mkdir(parents=True)
     yield path
     shutil.rmtree(top, ignore_errors=True)
-
-
-def _settings(env: dict[str, str], run_dir: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_port=int(env["KAFKA_PORT"]),
-        postgres_port=int(env["POSTGRES_PORT"]),
-        redis_port=int(env["REDIS_PORT"]),
-        api_port=int(env["API_PORT"]),
-        run_dir=run_dir,
-    )
 
 
 def _postgres_tools_answer(settings: Settings, data: Path) -> None:
@@ -82,7 +72,7 @@ def _postgres_tools_answer(settings: Settings, data: Path) -> None:
 def test_a_run_folder_longer_than_150_characters_runs_a_task(long_run_dir: Path) -> None:
     assert len(str(long_run_dir.resolve())) > MIN_LENGTH
     env = isolated_env(long_run_dir)
-    settings = _settings(env, long_run_dir)
+    settings = isolated_settings(env)
     engine = None
     try:
         result = ops(env, "up", *COMPONENTS, timeout=300)

@@ -35,6 +35,7 @@ from ops import postgres_node
 from ops.postgres_node import admin_dsn
 from ops.supervisor import Supervisor
 from tests.conftest import TEST_SESSION_VARIABLE
+from tests.faults.harness import isolated_settings
 from tests.helpers import wait_for
 from tests.isolated import free_port, isolated_env, isolated_run_dir, ops
 from tests.ops import compose
@@ -64,14 +65,7 @@ def infrastructure() -> Iterator[Infrastructure]:
     for PASSWORD over TCP."""
     run_dir = isolated_run_dir("compose-native")
     env = isolated_env(run_dir)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_port=int(env["KAFKA_PORT"]),
-        kafka_controller_port=int(env["KAFKA_CONTROLLER_PORT"]),
-        postgres_port=int(env["POSTGRES_PORT"]),
-        redis_port=int(env["REDIS_PORT"]),
-        run_dir=run_dir,
-    )
+    settings = isolated_settings(env)
     try:
         for component in ("kafka", "postgres", "redis"):
             result = ops(env, "up", component, timeout=300)

@@ -33,6 +33,12 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 # one when many wait, which would make the start order coarser than one task at a time).
 ONE_AT_A_TIME = {"routine": "sleep", "payload": {"ms": 0}}
 
+
+def _one_at_a_time(team: str, priority: str, count: int) -> list[dict[str, Any]]:
+    """`count` tasks of `team` at `priority`, each in a Celery message of its own."""
+    return [{"team": team, **ONE_AT_A_TIME, "priority": priority} for _ in range(count)]
+
+
 ROUTINES = {
     "report": {
         "function": "tasks.routines:sleep",
@@ -119,8 +125,8 @@ def test_under_backlog_starts_follow_the_weights_and_low_is_in_every_round(
             {"team": ("alpha", "bravo")[i % 2], **ONE_AT_A_TIME, "priority": "high"}
             for i in range(60)
         ]
-        + [{"team": "alpha", **ONE_AT_A_TIME, "priority": "medium"} for _ in range(30)]
-        + [{"team": "bravo", **ONE_AT_A_TIME, "priority": "low"} for _ in range(20)]
+        + _one_at_a_time("alpha", "medium", 30)
+        + _one_at_a_time("bravo", "low", 20)
     )
     with _held_slot(one_slot, tmp_path):
         ids = _backlog(one_slot, items)
@@ -145,9 +151,7 @@ def test_a_high_task_starts_before_the_low_backlog_queued_ahead_of_it(
     one_slot: Instance, tmp_path: Path
 ) -> None:
     with _held_slot(one_slot, tmp_path):
-        lows = _backlog(
-            one_slot, [{"team": "bravo", **ONE_AT_A_TIME, "priority": "low"} for _ in range(8)]
-        )
+        lows = _backlog(one_slot, _one_at_a_time("bravo", "low", 8))
         high = _backlog(one_slot, [{"team": "alpha", "routine": "noop", "priority": "high"}])
         _wait_until_all(one_slot, high, "QUEUED")  # on its Celery queue, behind the gate
     wait_terminal(one_slot.engine, [*lows, *high], timeout=120)
@@ -164,12 +168,8 @@ def test_one_teams_flood_does_not_stall_another_team_of_the_same_priority(
     one_slot: Instance, tmp_path: Path
 ) -> None:
     with _held_slot(one_slot, tmp_path):
-        flood = _backlog(
-            one_slot, [{"team": "alpha", **ONE_AT_A_TIME, "priority": "medium"} for _ in range(60)]
-        )
-        quiet = _backlog(
-            one_slot, [{"team": "bravo", **ONE_AT_A_TIME, "priority": "medium"} for _ in range(5)]
-        )
+        flood = _backlog(one_slot, _one_at_a_time("alpha", "medium", 60))
+        quiet = _backlog(one_slot, _one_at_a_time("bravo", "medium", 5))
     wait_terminal(one_slot.engine, flood + quiet, timeout=120)
     order = [task_id for _, task_id in _started(one_slot, flood + quiet)]
     positions = [order.index(t) for t in quiet]
