@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated, Any, NotRequired
+from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
@@ -27,6 +28,8 @@ PriorityName = Annotated[str, Field(json_schema_extra={"enum": priority_names()}
 
 
 # What clients send.
+
+MAX_SECONDS = 366 * 86_400  # a delay or a wait: at most a year (SCHEDULE_MAX_DAYS' ceiling)
 
 
 class SubmitRequest(BaseModel):
@@ -47,7 +50,10 @@ class SubmitRequest(BaseModel):
         "until then. At most SCHEDULE_MAX_DAYS ahead. Not with delay_seconds.",
     )
     delay_seconds: float | None = Field(
-        default=None, ge=0, description="Run it this many seconds from now. Not with run_at."
+        default=None,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Run it this many seconds from now, up to SCHEDULE_MAX_DAYS. Not with run_at.",
     )
     expires_at: AwareDatetime | None = Field(
         default=None,
@@ -57,6 +63,7 @@ class SubmitRequest(BaseModel):
     max_wait_seconds: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_SECONDS,
         description="How long it may wait to start once due (from run_at, or from now): "
         "after that it ends EXPIRED. Not with expires_at.",
     )
@@ -211,7 +218,7 @@ class CancelRequest(BaseModel):
 class CancelBatchRequest(CancelRequest):
     """The body of POST /api/v1/tasks/cancel."""
 
-    task_ids: list[UuidText] = Field(min_length=1, max_length=1000)
+    task_ids: list[UUID] = Field(min_length=1, max_length=1000)
 
 
 class CancelledTask(TypedDict):

@@ -42,6 +42,7 @@ ERRORS = {
     401: "Missing or unknown API key",
     403: "The key's team may not act for that team",
     404: "No such task (or another team's)",
+    409: "The task already ended; `details.status` says how",
     413: "Body larger than the limit",
     415: "Body is not application/json",
     422: "Well-formed but invalid (unknown routine, priority above the routine's maximum, …)",
@@ -96,6 +97,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         operation_id="getTask",
         answers={200: ("The task", models.Task)},
         errors=(400, 401, 404),
+    ),
+    ("/api/v1/tasks/{task_id}/cancel", "post"): Operation(
+        "Cancel a task, whatever stage it is at",
+        description="The task ends CANCELLED and runs no further step: never dispatched if it "
+        "waits (scheduled, or in the bridge), skipped at the claim if queued, no further "
+        "attempt if retrying; a running routine sees `context.cancelled`, and with "
+        "`terminate` its process is stopped after CANCEL_GRACE_SECONDS. Durable: it holds "
+        "across restarts of every process. A repeat answers 202 again; the body is optional.",
+        operation_id="cancelTask",
+        body=models.CancelRequest,
+        answers={202: ("Cancelled: the task ends CANCELLED", models.CancelledTask)},
+        errors=(400, 401, 404, 409, 415, 422, 503),
+    ),
+    ("/api/v1/tasks/cancel", "post"): Operation(
+        "Cancel several tasks; each is answered as the single cancel would be",
+        operation_id="cancelTasks",
+        body=models.CancelBatchRequest,
+        answers={200: ("One result per task id, in order", models.CancelBatchAnswer)},
+        errors=(400, 401, 415, 422, 503),
     ),
     ("/api/v1/tasks/{task_id}/events", "get"): Operation(
         "A task's recorded status events; with follow=1, live (SSE)",
@@ -264,6 +284,8 @@ def _fill_in(spec: dict[str, Any], settings: Settings) -> None:
     submit["team"]["enum"] = list(settings.teams)
     submit["routine"]["enum"] = sorted(settings.routine_table)
     schemas["SubmitBatch"]["properties"]["tasks"]["maxItems"] = settings.api_batch_max
+    delay = submit["delay_seconds"]["anyOf"][0]
+    delay["maximum"] = settings.schedule_max_days * 86_400
     for operations in spec["paths"].values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):

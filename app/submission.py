@@ -209,13 +209,11 @@ class Submission:
         if run_at is not None and run_at <= now:
             run_at = None
         due = run_at or now
+        # An expires_at already past (or before run_at) is taken as given: the task
+        # ends EXPIRED without running, as any task not started by then.
         expires_at: datetime | None = None
         if item.expires_at is not None:
             expires_at = item.expires_at.astimezone(UTC)
-            if expires_at <= due:
-                raise ValidationFailed.about(
-                    "expires_at", "is not after the time the task is due to run"
-                )
         elif item.max_wait_seconds is not None:
             expires_at = due + timedelta(seconds=item.max_wait_seconds)
         return run_at, expires_at

@@ -99,7 +99,7 @@ def cancel_many() -> Response:
     asked = parse_model(CancelBatchRequest, read_json())
     canceller, caller = services().canceller, principal()
     results: list[CancelResult] = []
-    for task_id in asked.task_ids:
+    for task_id in map(str, asked.task_ids):
         try:
             task = canceller.cancel(caller, task_id, terminate=asked.terminate)
             results.append({"task_id": task_id, "status_code": 202, "task": task})
