@@ -28,8 +28,7 @@ from app.models import CancelledTask, task_links
 from core import leases, redis_keys
 from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event
 from core.outcomes import Outcomes
-from core.priority import Priority
-from core.schema import tasks
+from core.schema import REQUEST_COLUMNS, request_of, tasks
 from core.settings import Settings
 from core.status import Status
 
@@ -132,30 +131,9 @@ class Canceller:
             raise NotFound(f"no task {task_id!r}: task ids are UUIDs") from None
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(
-                    tasks.c.team,
-                    tasks.c.routine,
-                    tasks.c.priority,
-                    tasks.c.created_at,
-                    tasks.c.status,
-                    tasks.c.run_at,
-                    tasks.c.expires_at,
-                ).where(tasks.c.task_id == parsed)
+                select(*REQUEST_COLUMNS, tasks.c.status).where(tasks.c.task_id == parsed)
             ).first()
         if row is not None:
-            try:
-                priority = Priority(row.priority)
-            except ValueError:
-                priority = Priority.MEDIUM
-            request = TaskRequest(
-                task_id=str(parsed),
-                team=row.team,
-                routine=row.routine,
-                priority=priority,
-                accepted_at=row.created_at,
-                run_at=row.run_at,
-                expires_at=row.expires_at,
-            )
-            return request, Status(row.status)
+            return request_of(row), Status(row.status)
         cached = self.cache.requests([str(parsed)]).get(str(parsed))
         return cached, Status.ACCEPTED

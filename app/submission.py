@@ -31,7 +31,7 @@ from core.limits import deeper_than
 from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
 from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
-from core.schema import task_payloads, tasks
+from core.schema import REQUEST_COLUMNS, task_payloads, tasks
 from core.settings import Settings
 from core.status import Status
 
@@ -275,14 +275,9 @@ class Submission:
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    select(
-                        tasks.c.task_id,
-                        tasks.c.team,
-                        tasks.c.routine,
-                        tasks.c.priority,
-                        tasks.c.created_at,
-                        tasks.c.status,
-                    ).where(tasks.c.task_id.in_([uuid.UUID(t) for t in task_ids]))
+                    select(*REQUEST_COLUMNS, tasks.c.status).where(
+                        tasks.c.task_id.in_([uuid.UUID(t) for t in task_ids])
+                    )
                 ).all()
         except SQLAlchemyError as exc:
             # Without the lookup a repeat is produced again; the bridge runs it once.

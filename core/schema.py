@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
+from core.messages import TaskRequest
+from core.priority import Priority
 from core.status import OUTCOMES, Status
 
 metadata = MetaData()
@@ -115,3 +118,41 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("revoked_at", DateTime(timezone=True)),
 )
+
+
+# What a task's row holds of its request (the payload aside: it may be stored apart).
+REQUEST_COLUMNS = (
+    tasks.c.task_id,
+    tasks.c.team,
+    tasks.c.routine,
+    tasks.c.priority,
+    tasks.c.created_at,
+    tasks.c.idempotency_key,
+    tasks.c.run_at,
+    tasks.c.expires_at,
+)
+
+
+def request_of(
+    row: Any, *, priority: Priority | None = Priority.MEDIUM, **fields: Any
+) -> TaskRequest:
+    """The task's request as its row (REQUEST_COLUMNS) has it, with `fields` added. A
+    priority this platform no longer knows reads as `priority`, or raises ValueError if
+    that is None."""
+    try:
+        asked = Priority(row.priority)
+    except ValueError:
+        if priority is None:
+            raise
+        asked = priority
+    return TaskRequest(
+        task_id=str(row.task_id),
+        team=row.team,
+        routine=row.routine,
+        priority=asked,
+        accepted_at=row.created_at,
+        idempotency_key=row.idempotency_key,
+        run_at=row.run_at,
+        expires_at=row.expires_at,
+        **fields,
+    )

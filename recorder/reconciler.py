@@ -28,9 +28,8 @@ from sqlalchemy import Engine, text
 
 from core import leases, metrics, redis_keys
 from core.dead_letters import DeadLetters
-from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event, utcnow
-from core.priority import Priority
-from core.schema import sql_values
+from core.messages import MalformedMessage, StatusEvent, decode_event, utcnow
+from core.schema import request_of, sql_values
 from core.settings import Settings
 from core.status import IN_FLIGHT, Status
 from core.status_publisher import EventRefused, StatusPublisher
@@ -43,6 +42,7 @@ BATCH = 500
 _STUCK = text(
     f"""
     SELECT t.task_id, t.team, t.routine, t.priority, t.created_at, t.status, t.updated_at,
+           t.idempotency_key, t.run_at, t.expires_at,
            coalesce(t.payload, (SELECT p.payload FROM task_payloads p
                                  WHERE p.task_id = t.task_id)) AS payload,
            (SELECT count(*) FROM task_events e
@@ -152,9 +152,7 @@ class Reconciler:
         self.dead_letters.send(
             outcome, reason=reason, key=task_id.encode(), team=row.team, task_id=task_id
         )
-        ending = StatusEvent.for_request(
-            self._request_of(row, priority=Priority.MEDIUM), Status.FAILED, error=reason
-        )
+        ending = StatusEvent.for_request(request_of(row), Status.FAILED, error=reason)
         # Kept first, as a worker does: whoever meets the task next finds it ended.
         self.client.set(redis_keys.outcome(task_id), ending.encode(), ex=redis_keys.KEY_TTL)
         self.events.emit(ending)
@@ -166,10 +164,12 @@ class Reconciler:
             # without one would be wrong.
             raise ValueError("its payload, too large for a status event, was not stored")
         idle = (utcnow() - row.updated_at).total_seconds()
-        request = self._request_of(row).sent_again(
+        request = request_of(row, priority=None).sent_again(
             payload=row.payload,
             dispatch=int(row.dispatch) + 1,
             retries=int(row.retries),
+            # It was dispatched once; a deadline to start by no longer applies if it ran.
+            expires_at=row.expires_at if row.status == Status.QUEUED else None,
             note=f"dispatched again: {row.status} for {idle:.0f}s and nothing held it "
             "(worker lost or broker data lost)",
         )
@@ -180,21 +180,3 @@ class Reconciler:
         )
         self._recent[task_id] = now
         log.warning("dispatching a lost task again: %s", request.note, extra={"task_id": task_id})
-
-    @staticmethod
-    def _request_of(row: Any, priority: Priority | None = None) -> TaskRequest:
-        """The task's request as Postgres has it. Raises ValueError for a priority this
-        platform does not know, unless `priority` says what to read it as instead."""
-        try:
-            asked = Priority(row.priority)
-        except ValueError:
-            if priority is None:
-                raise
-            asked = priority
-        return TaskRequest(
-            task_id=str(row.task_id),
-            team=row.team,
-            routine=row.routine,
-            priority=asked,
-            accepted_at=row.created_at,
-        )

@@ -19,15 +19,13 @@ import logging
 import threading
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from sqlalchemy import Engine, text
 
 from core import metrics
-from core.messages import TaskRequest, utcnow
-from core.priority import Priority
-from core.schema import PARKED_SQL
+from core.messages import utcnow
+from core.schema import PARKED_SQL, request_of
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,25 +45,6 @@ _DUE = text(
                                     WHERE p.task_id = t.task_id)) AS payload
     """
 )
-
-
-def released_request(row: Any) -> TaskRequest:
-    try:
-        priority = Priority(row.priority)
-    except ValueError:  # a priority no longer configured: the routing policy decides
-        priority = Priority.MEDIUM
-    return TaskRequest(
-        task_id=str(row.task_id),
-        team=row.team,
-        routine=row.routine,
-        priority=priority,
-        accepted_at=row.created_at,
-        payload=row.payload,
-        idempotency_key=row.idempotency_key,
-        run_at=row.run_at,
-        expires_at=row.expires_at,
-        released=True,
-    )
 
 
 @dataclass
@@ -97,7 +76,7 @@ class Releaser:
                 return 0
             self._failed = []
             for row in rows:
-                request = released_request(row)
+                request = request_of(row, payload=row.payload, released=True)
                 self.producer.produce(
                     self.settings.request_topic(request.team),
                     key=request.task_id.encode(),

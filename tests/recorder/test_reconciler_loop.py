@@ -37,6 +37,9 @@ class Stuck:
     retries: int = 0
     dispatch: int = 0
     large: bool = False
+    idempotency_key: str | None = None
+    run_at: datetime | None = None
+    expires_at: datetime | None = None
 
     @property
     def id(self) -> str:
