@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--rate", type=_positive, default=10.0, help="mean requests/s")
     generate.add_argument("--duration", default="06:00", help="MM:SS, at most 06:00")
     generate.add_argument("--name", help="the dataset's name (default: <profile>-<seed>)")
+    for option, what in (
+        ("--delayed", "a delay (a scheduled run)"),
+        ("--expiring", "an expiry"),
+        ("--cancelled", "a cancel_after"),
+    ):
+        generate.add_argument(
+            option, type=float, default=0.0, help=f"share of requests (0-1) given {what}"
+        )
     generate.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     generate.set_defaults(handler=_generate)
 
@@ -180,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from simulator.dataset import parse_clock, parse_dataset
-    from simulator.generate import generate, parse_weights
+    from simulator.generate import Lifecycle, generate, parse_weights
 
     try:
         dataset = generate(
@@ -191,6 +199,9 @@ def _generate(args: argparse.Namespace) -> int:
             teams=parse_weights(args.teams),
             routines=parse_weights(args.routines),
             name=args.name,
+            lifecycle=Lifecycle(
+                delayed=args.delayed, expiring=args.expiring, cancelled=args.cancelled
+            ),
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -214,8 +225,18 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"  {problem}", file=sys.stderr)
             continue
         last = max(offset for r in dataset.requests for offset in r.offsets()[-1:])
+        lifecycle = ", ".join(
+            f"{n} {what}"
+            for what, n in (
+                ("delayed", sum(r.count for r in dataset.requests if r.delay is not None)),
+                ("expiring", sum(r.count for r in dataset.requests if r.expires is not None)),
+                ("cancelled", sum(r.count for r in dataset.requests if r.cancel_after is not None)),
+            )
+            if n
+        )
         print(
-            f"{path}: valid, {dataset.name!r}, {dataset.size} requests, "
+            f"{path}: valid, {dataset.name!r}, {dataset.size} requests"
+            f"{f' ({lifecycle})' if lifecycle else ''}, "
             f"last at {format_clock(last)} of {format_clock(MAX_OFFSET)}"
         )
     return EXIT_USAGE if failed else 0

@@ -95,6 +95,59 @@ async def submit(session: aiohttp.ClientSession, url: str, body: bytes) -> Answe
     return Answer(status, error_code=code, error_message=message)
 
 
+@dataclass(frozen=True, slots=True)
+class CancelAnswer:
+    """The API's answer to one cancel: 202 (with where the cancel found the task), 409
+    (with the status the task had already ended with), or an error."""
+
+    status_code: int  # 0: no HTTP answer
+    stage: str | None = None
+    ended: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+async def cancel(session: aiohttp.ClientSession, url: str) -> CancelAnswer:
+    """POST a cancel to `url` (…/api/v1/tasks/<id>/cancel); never raises for a failed
+    request."""
+    try:
+        async with session.post(url, data=b"{}") as response:
+            status, raw = response.status, await response.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return CancelAnswer(
+            0, error_code=TRANSPORT_ERROR, error_message=str(exc) or type(exc).__name__
+        )
+    if status == 202:
+        stage = _field(raw, "stage")
+        return CancelAnswer(status, stage=stage)
+    code, message = error_of(raw, status)
+    ended = ended_status(raw) if status == 409 else None
+    return CancelAnswer(status, ended=ended, error_code=code, error_message=message)
+
+
+def _field(raw: bytes, name: str) -> str | None:
+    try:
+        body: Any = orjson.loads(raw)
+        value = body.get(name)
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return None if value is None else str(value)
+
+
+def ended_status(raw: bytes) -> str | None:
+    """The status a 409 names: at the top (`{"error": ..., "status": ...}`) or in the
+    error's details."""
+    found = _field(raw, "status")
+    if found is not None:
+        return found
+    try:
+        details: Any = orjson.loads(raw)["error"]["details"]
+        value = details.get("status")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return None if value is None else str(value)
+
+
 def error_of(raw: bytes, status: int) -> tuple[str, str]:
     """The (code, message) of an API error body; made up from the status if it has none."""
     try:

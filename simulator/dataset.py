@@ -2,13 +2,16 @@
 
 A request fires at `at` ("MM:SS", 00:00 to 06:00 inclusive) and may repeat `count` times,
 `every` seconds ("MM:SS" or a number, fractions allowed) apart; every repeat must also fall
-at or before 06:00. `parse_dataset` checks the whole dataset and raises `DatasetError`
-listing every problem, each naming the entry, the field and the value.
+at or before 06:00. A request may ask for a scheduled run (`delay`), an expiry (`expires`)
+and a cancel (`cancel_after`), each a duration in the same two forms. `parse_dataset`
+checks the whole dataset and raises `DatasetError` listing every problem, each naming the
+entry, the field and the value.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +38,10 @@ MAX_REQUESTS = 1_000_000  # after expanding count; a bigger dataset is surely a 
 CLOCK_PATTERN = re.compile(r"^(\d{2}):(\d{2})$")
 AT_SCHEMA_PATTERN = r"^(0[0-5]:[0-5][0-9]|06:00)$"
 CLOCK_SCHEMA_PATTERN = r"^[0-9]{2}:[0-5][0-9]$"
+# MM:SS other than 00:00, without look-ahead (not every JSON Schema validator has it).
+POSITIVE_CLOCK_SCHEMA_PATTERN = (
+    r"^([0-9][1-9]:[0-5][0-9]|[1-9]0:[0-5][0-9]|00:[0-5][1-9]|00:[1-5]0)$"
+)
 SCHEMA_PATH = Path(__file__).with_name("dataset.schema.json")
 SCHEMA_ID = "https://taskplatform.invalid/simulator/dataset.schema.json"
 
@@ -69,14 +76,33 @@ def _check_at(text: str) -> str:
     return text
 
 
-def _parse_every(value: Any) -> Any:
+def _parse_seconds(value: Any) -> float:
+    """A duration: "MM:SS" or a finite number of seconds >= 0; ValueError naming the value."""
     if isinstance(value, str):
         return float(parse_clock(value))
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{show(value)} is neither MM:SS nor a number of seconds")
+    if not math.isfinite(value):
+        raise ValueError(f"{show(value)} is not a finite number of seconds")
     if value < 0:
         raise ValueError(f"{show(value)} is negative")
     return float(value)
+
+
+def _parse_positive_seconds(value: Any) -> float:
+    seconds = _parse_seconds(value)
+    if seconds == 0:
+        raise ValueError(f"{show(value)} is not more than 0")
+    return seconds
+
+
+def _duration_schema(description: str, *, positive: bool = False) -> dict[str, Any]:
+    number: dict[str, Any] = {"type": "number", "exclusiveMinimum" if positive else "minimum": 0}
+    pattern = CLOCK_SCHEMA_PATTERN if not positive else POSITIVE_CLOCK_SCHEMA_PATTERN
+    return {
+        "description": description,
+        "oneOf": [number, {"type": "string", "pattern": pattern}],
+    }
 
 
 def _check_name(text: str) -> str:
@@ -100,15 +126,40 @@ Clock = Annotated[
 ]
 Spacing = Annotated[
     float,
-    BeforeValidator(_parse_every),
+    BeforeValidator(_parse_seconds),
     WithJsonSchema(
-        {
-            "description": 'Spacing between repeats: "MM:SS" or a number of seconds (>= 0).',
-            "oneOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": CLOCK_SCHEMA_PATTERN},
-            ],
-        }
+        _duration_schema('Spacing between repeats: "MM:SS" or a number of seconds (>= 0).')
+    ),
+]
+Delay = Annotated[
+    float,
+    BeforeValidator(_parse_seconds),
+    WithJsonSchema(
+        _duration_schema(
+            "A scheduled run: the task should run this long after the request is sent "
+            '(sent as delay_seconds, divided by --speed); "MM:SS" or seconds (>= 0).'
+        )
+    ),
+]
+Expiry = Annotated[
+    float,
+    BeforeValidator(_parse_positive_seconds),
+    WithJsonSchema(
+        _duration_schema(
+            "An expiry: a task not started this long after it is due ends EXPIRED, "
+            'never run (sent as max_wait_seconds, divided by --speed); "MM:SS" or seconds (> 0).',
+            positive=True,
+        )
+    ),
+]
+CancelAfter = Annotated[
+    float,
+    BeforeValidator(_parse_seconds),
+    WithJsonSchema(
+        _duration_schema(
+            "Cancel the task this long after its submit is answered 202 (divided by "
+            '--speed); "MM:SS" or seconds (>= 0).'
+        )
     ),
 ]
 Name = Annotated[
@@ -131,8 +182,12 @@ class Request(BaseModel):
     at: Clock
     team: Name = Field(description="The team the task is submitted for.")
     routine: Name = Field(description="The routine to run (noop, echo, sleep, cpu, fail, ...).")
-    priority: Level = Field(description="Requested priority.")
-    payload: dict[str, Any] = Field(description="The routine's input, a JSON object.")
+    priority: Level | None = Field(
+        default=None, description="Requested priority; omitted: the platform's default."
+    )
+    payload: dict[str, Any] | None = Field(
+        default=None, description="The routine's input, a JSON object; omitted: {}."
+    )
     every: Spacing | None = None
     count: int = Field(
         default=1,
@@ -140,6 +195,9 @@ class Request(BaseModel):
         description="How many times the request fires (default 1); with count > 1, `every` "
         "is required and the last repeat must fall at or before 06:00.",
     )
+    delay: Delay | None = None
+    expires: Expiry | None = None
+    cancel_after: CancelAfter | None = None
 
     @field_validator("count")
     @classmethod

@@ -9,7 +9,9 @@
 Requests are drawn from a mix of teams, routines (with weights) and priorities (by the
 routine's nature: interactive echo/noop mostly high, sleep mostly medium, cpu mostly low)
 and grouped per window of a few seconds into entries spread evenly with `count`/`every`.
-The same arguments always give the same dataset.
+A `Lifecycle` gives a share of them a `delay`, an `expires` or a `cancel_after` (each
+drawn independently, from a few fixed values). The same arguments always give the same
+dataset.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core.priority import Priority
@@ -48,6 +51,51 @@ PAYLOADS: dict[str, Payload] = {
     "cpu": lambda rng: {"iterations": rng.choice((5_000, 10_000, 20_000))},
     "fail": lambda rng: {"times": rng.choice((1, 1, 2))},
 }
+
+
+# The values a generated `delay`, `expires` or `cancel_after` is drawn from (seconds).
+DELAYS = (5.0, 15.0, 30.0)
+EXPIRIES = (1.0, 5.0, 30.0)
+CANCEL_AFTERS = (0.5, 2.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """The share (0 to 1) of requests given a delay, an expiry and a cancel, each drawn
+    independently: a request may have several."""
+
+    delayed: float = 0.0
+    expiring: float = 0.0
+    cancelled: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("delayed", "expiring", "cancelled"):
+            share = getattr(self, name)
+            if not 0 <= share <= 1:
+                raise ValueError(f"{name} must be a share from 0 to 1, not {share:g}")
+
+    @property
+    def any(self) -> bool:
+        return bool(self.delayed or self.expiring or self.cancelled)
+
+    def draw(self, rng: random.Random) -> tuple[float | None, float | None, float | None]:
+        """(delay, expires, cancel_after) for one request, each None when not drawn."""
+        return (
+            rng.choice(DELAYS) if rng.random() < self.delayed else None,
+            rng.choice(EXPIRIES) if rng.random() < self.expiring else None,
+            rng.choice(CANCEL_AFTERS) if rng.random() < self.cancelled else None,
+        )
+
+    def describe(self) -> str:
+        if not self.any:
+            return ""
+        return (
+            f" Lifecycle: {self.delayed:.0%} delayed, {self.expiring:.0%} expiring, "
+            f"{self.cancelled:.0%} cancelled."
+        )
+
+
+NO_LIFECYCLE = Lifecycle()
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -90,9 +138,11 @@ def generate(
     teams: Mapping[str, float] = DEFAULT_TEAMS,
     routines: Mapping[str, float] = DEFAULT_ROUTINES,
     name: str | None = None,
+    lifecycle: Lifecycle = NO_LIFECYCLE,
 ) -> dict[str, Any]:
     """A dataset (as JSON-ready data) of about `rate` requests per second over `duration`
-    seconds (at most 06:00) following `profile`; raises ValueError for bad arguments."""
+    seconds (at most 06:00) following `profile`, with `lifecycle`'s share of delayed,
+    expiring and cancelled requests; raises ValueError for bad arguments."""
     if not 1 <= duration <= MAX_OFFSET:
         raise ValueError(f"duration must be from 00:01 to 06:00, not {format_clock(duration)}")
     if rate <= 0:
@@ -113,15 +163,16 @@ def generate(
     for start, length, count in zip(
         starts, lengths, _apportion(total - burst_total, weights), strict=True
     ):
-        requests += _entries(rng, mix, start, length, count)
+        requests += _entries(rng, mix, start, length, count, lifecycle)
     for start, count in zip(bursts, _apportion(burst_total, [1.0] * len(bursts)), strict=True):
-        requests += _entries(rng, mix, start, 1, count)
-    requests.sort(key=lambda r: (r["at"], r["team"], r["routine"], r["priority"]))
+        requests += _entries(rng, mix, start, 1, count, lifecycle)
+    requests.sort(key=_entry_order)
     return {
         "name": name or f"{profile}-{seed}",
         "description": (
             f"Generated: profile {profile}, seed {seed}, about {rate:g} requests/s for "
             f"{format_clock(duration)}; teams {_listed(teams)}; routines {_listed(routines)}."
+            f"{lifecycle.describe()}"
         ),
         "requests": requests,
     }
@@ -164,16 +215,30 @@ def _apportion(total: int, weights: Sequence[float]) -> list[int]:
     return counts
 
 
+Variant = tuple[str, str, str, float | None, float | None, float | None]
+LIFECYCLE_FIELDS = ("delay", "expires", "cancel_after")
+
+
 def _entries(
-    rng: random.Random, mix: dict[Combo, float], start: int, length: int, count: int
+    rng: random.Random,
+    mix: dict[Combo, float],
+    start: int,
+    length: int,
+    count: int,
+    lifecycle: Lifecycle = NO_LIFECYCLE,
 ) -> list[dict[str, Any]]:
-    """`count` requests drawn from `mix`, one entry per combination, spread over `length`
-    seconds from `start`."""
+    """`count` requests drawn from `mix`, one entry per combination (and lifecycle
+    variant), spread over `length` seconds from `start`."""
     if count <= 0:
         return []
-    drawn = Counter(rng.choices(list(mix), weights=list(mix.values()), k=count))
+    combos = rng.choices(list(mix), weights=list(mix.values()), k=count)
+    # Drawn only when asked for, so a dataset without a lifecycle stays as it was.
+    variants = [lifecycle.draw(rng) if lifecycle.any else (None, None, None) for _ in combos]
+    drawn: Counter[Variant] = Counter(
+        (*combo, *variant) for combo, variant in zip(combos, variants, strict=True)
+    )
     entries = []
-    for (team, routine, priority), repeats in sorted(drawn.items()):
+    for (team, routine, priority, *timing), repeats in sorted(drawn.items(), key=_variant_order):
         payload = PAYLOADS.get(routine, lambda _rng: {})(rng)
         entry: dict[str, Any] = {
             "at": format_clock(start),
@@ -182,11 +247,24 @@ def _entries(
             "priority": priority,
             "payload": payload,
         }
+        for field, value in zip(LIFECYCLE_FIELDS, timing, strict=True):
+            if value is not None:
+                entry[field] = value
         if repeats > 1:
             entry["count"] = repeats
             entry["every"] = math.floor(length * 1000 / repeats) / 1000
         entries.append(entry)
     return entries
+
+
+def _variant_order(item: tuple[Variant, int]) -> tuple[Any, ...]:
+    (team, routine, priority, *timing), _ = item
+    return (team, routine, priority, *((-1.0 if v is None else v) for v in timing))
+
+
+def _entry_order(entry: dict[str, Any]) -> tuple[Any, ...]:
+    timing = (entry.get(field, -1.0) for field in LIFECYCLE_FIELDS)
+    return (entry["at"], entry["team"], entry["routine"], entry["priority"], *timing)
 
 
 def _listed(weights: Mapping[str, float]) -> str:

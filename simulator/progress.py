@@ -63,7 +63,9 @@ class RichProgress:
         tracker = self._require()
         table = Table(box=None, pad_edge=False, header_style="bold")
         table.add_column("priority")
-        for column in ("sent", "rejected", *(status.value for status in Status)):
+        # Statuses as people read them, by their first word ("dead" for dead-lettered), so
+        # that all of them fit a 120-column terminal.
+        for column in ("sent", "rejected", *(status.label.split("-")[0] for status in Status)):
             table.add_column(column, justify="right")
         for priority in self._priorities():
             row = [str(tracker.sent_by[priority]), str(tracker.rejected[priority])]
@@ -72,16 +74,21 @@ class RichProgress:
         return Group(Text(self.plain_line(phase)), table)
 
     def plain_line(self, phase: str) -> str:
-        """One line: phase, elapsed time, sent of planned, accepted, finished, unfinished."""
+        """One line: phase, elapsed time, sent of planned, accepted, finished, unfinished
+        (and cancels answered of planned, if any are)."""
         tracker = self._require()
         run = tracker.run
         accepted = len(run.tasks)
         elapsed = time.monotonic() - self._started
-        return (
+        line = (
             f"{phase:<8} {elapsed:6.1f}s  sent {len(run.sends)}/{run.planned}  "
             f"accepted {accepted}  rejected {sum(tracker.rejected.values())}  "
             f"finished {accepted - tracker.unfinished}  unfinished {tracker.unfinished}"
         )
+        cancels = tracker.cancels
+        if cancels["planned"]:
+            line += f"  cancels answered {cancels['answered']}/{cancels['planned']}"
+        return line
 
     def _priorities(self) -> list[str]:
         tracker = self._require()

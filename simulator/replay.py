@@ -4,6 +4,10 @@ speed, on one pooled client, and every accepted task is followed to its terminal
 Lateness is measured, never hidden: a request's `sent` time is taken when its coroutine
 starts, just before it asks the pool for a connection, so a busy event loop shows up as
 lateness and a full pool as accept latency.
+
+Every duration of the dataset is divided by the speed: the offsets, and a request's
+`delay` (sent as delay_seconds), `expires` (sent as max_wait_seconds) and `cancel_after`
+(a timer started when the 202 arrives; its cancel is sent like a request).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from typing import Literal, Protocol
 import aiohttp
 import orjson
 
-from simulator.client import check_platform, make_session, submit
+from core.status import Status
+from simulator.client import cancel, check_platform, make_session, submit
 from simulator.errors import FollowUnavailable
 from simulator.follow import ApiFollower, Follower, KafkaFollower
-from simulator.samples import RunRecord, SendSample
+from simulator.samples import UNSET_PRIORITY, CancelSample, RunRecord, SendSample
 from simulator.schedule import Firing
 from simulator.tracker import Tracker
 
@@ -99,6 +104,9 @@ class Replay:
         self._deadline = float("inf")
         self._phase = "starting"
         self._follower: Follower | None = None
+        self._start = 0.0  # monotonic time of the first send
+        self._in_flight: set[asyncio.Task[None]] = set()  # submits and cancels
+        self._cancel_timers: set[asyncio.TimerHandle] = set()
 
     def interrupt(self) -> None:
         """First call: stop sending and wait only briefly. Second call: stop waiting."""
@@ -107,6 +115,7 @@ class Replay:
             return
         self.run_record.interrupted = True
         self._stop_sending.set()
+        self._drop_cancel_timers()  # planned cancels are sends too: stop them
         self._deadline = min(self._deadline, time.monotonic() + self.options.interrupt_grace)
 
     async def run(self) -> RunRecord:
@@ -128,8 +137,8 @@ class Replay:
                 self.display.start(self.tracker)
             ticker = asyncio.get_running_loop().create_task(self._tick())
             with gc_pause:
-                in_flight = await self._send_all(session)
-                await self._drain(in_flight, following=self._follower is not None)
+                await self._send_all(session)
+                await self._drain(following=self._follower is not None)
         finally:
             self.run_record.finished_at = time.time()
             self._remove_signals()
@@ -168,16 +177,17 @@ class Replay:
         await follower.start(self.tracker.apply)
         return follower
 
-    async def _send_all(self, session: aiohttp.ClientSession) -> set[asyncio.Task[None]]:
-        """Fire every request on time (or stop at Ctrl-C); returns the requests in flight."""
+    async def _send_all(self, session: aiohttp.ClientSession) -> None:
+        """Fire every request on time (or stop at Ctrl-C), leaving the answers in flight."""
         loop = asyncio.get_running_loop()
         url = f"{self.options.api_url.rstrip('/')}/api/v1/tasks"
         bodies: dict[int, bytes] = {}
-        in_flight: set[asyncio.Task[None]] = set()
-        due = [firing.offset / self.options.speed for firing in self.firings]
+        in_flight = self._in_flight
+        speed = self.options.speed
+        due = [firing.offset / speed for firing in self.firings]
         count = len(due)
         self._phase = "sending"
-        start = time.monotonic()
+        start = self._start = time.monotonic()
         self.run_record.started_at = time.time()
         seq = 0
         while seq < count and not self._stop_sending.is_set():
@@ -186,14 +196,13 @@ class Replay:
                 firing = self.firings[seq]
                 body = bodies.get(firing.entry)
                 if body is None:
-                    body = bodies[firing.entry] = _encode(firing)
+                    body = bodies[firing.entry] = _encode(firing, speed)
                 task = loop.create_task(self._send(session, url, seq, body, start, due[seq]))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 seq += 1
             if seq < count:
                 await asyncio.sleep(min(due[seq] - (time.monotonic() - start), MAX_SLEEP))
-        return in_flight
 
     async def _send(
         self,
@@ -206,13 +215,17 @@ class Replay:
     ) -> None:
         request = self.firings[seq].request
         sent = time.monotonic() - start
+        speed = self.options.speed
         sample = SendSample(
             seq=seq,
             team=request.team,
             routine=request.routine,
-            priority=request.priority.value,
+            priority=UNSET_PRIORITY if request.priority is None else request.priority.value,
             scheduled=scheduled,
             sent=sent,
+            delay=None if request.delay is None else request.delay / speed,
+            max_wait=None if request.expires is None else request.expires / speed,
+            cancel_after=None if request.cancel_after is None else request.cancel_after / speed,
         )
         self.tracker.sent(sample)
         answer = await submit(session, url, body)
@@ -222,13 +235,64 @@ class Replay:
         sample.error_code = answer.error_code
         sample.error_message = answer.error_message
         self.tracker.answered(sample, answer.accepted_at)
-        if self._follower is not None and answer.task_id is not None:
+        if answer.task_id is None:
+            return
+        if self._follower is not None:
             self.tracker.apply(self._follower.watch(answer.task_id))
+        if sample.cancel_after is not None:
+            self._plan_cancel(session, answer.task_id, sample.priority, sample.cancel_after)
 
-    async def _drain(self, in_flight: set[asyncio.Task[None]], *, following: bool) -> None:
-        """Wait for the answers in flight, then (if following) for every accepted task to
-        finish, until the deadline or a second Ctrl-C; unanswered requests are cancelled."""
+    def _plan_cancel(
+        self, session: aiohttp.ClientSession, task_id: str, priority: str, wait: float
+    ) -> None:
+        """Send a cancel of `task_id` `wait` seconds from now (never, if the run stops
+        sending first: it stays planned, not sent)."""
+        sample = CancelSample(
+            task_id=task_id,
+            priority=priority,
+            scheduled=time.monotonic() - self._start + wait,
+        )
+        self.tracker.cancel_planned(sample)
+        if self._stop_sending.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        url = f"{self.options.api_url.rstrip('/')}/api/v1/tasks/{task_id}/cancel"
+
+        def fire() -> None:
+            self._cancel_timers.discard(handle)
+            task = loop.create_task(self._send_cancel(session, url, sample))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        handle = loop.call_later(wait, fire)
+        self._cancel_timers.add(handle)
+
+    async def _send_cancel(
+        self, session: aiohttp.ClientSession, url: str, sample: CancelSample
+    ) -> None:
+        sent = time.monotonic() - self._start
+        sample.sent = sent
+        self.tracker.cancel_sent(sample)
+        answer = await cancel(session, url)
+        sample.latency = time.monotonic() - self._start - sent
+        sample.status_code = answer.status_code
+        sample.stage = answer.stage
+        sample.error_code = answer.error_code
+        sample.error_message = answer.error_message
+        sample.ended = _status_or_none(answer.ended)
+        self.tracker.cancel_answered(sample)
+
+    def _drop_cancel_timers(self) -> None:
+        for handle in self._cancel_timers:
+            handle.cancel()
+        self._cancel_timers.clear()
+
+    async def _drain(self, *, following: bool) -> None:
+        """Wait for the answers in flight and the planned cancels, then (if following) for
+        every accepted task to finish, until the deadline or a second Ctrl-C; unanswered
+        requests are cancelled, and cancels not yet sent stay unsent."""
         self._phase = "draining"
+        in_flight = self._in_flight
         grace = self.options.interrupt_grace if self.run_record.interrupted else None
         limit = grace if grace is not None else self.options.drain_timeout
         self._deadline = min(self._deadline, time.monotonic() + limit)
@@ -236,10 +300,13 @@ class Replay:
         def waiting() -> bool:
             if self._stop_draining.is_set() or time.monotonic() >= self._deadline:
                 return False
-            return bool(in_flight) or (following and self.tracker.unfinished > 0)
+            if in_flight or self._cancel_timers:
+                return True
+            return following and self.tracker.unfinished > 0
 
         while waiting():
             await asyncio.sleep(0.05)
+        self._drop_cancel_timers()
         for task in list(in_flight):
             task.cancel()
         if in_flight:
@@ -292,13 +359,23 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _encode(firing: Firing) -> bytes:
+def _encode(firing: Firing, speed: float) -> bytes:
+    """The submit body of a firing; fields the request leaves out are left out."""
     request = firing.request
-    return orjson.dumps(
-        {
-            "team": request.team,
-            "routine": request.routine,
-            "priority": request.priority.value,
-            "payload": request.payload,
-        }
-    )
+    body: dict[str, object] = {"team": request.team, "routine": request.routine}
+    if request.priority is not None:
+        body["priority"] = request.priority.value
+    if request.payload is not None:
+        body["payload"] = request.payload
+    if request.delay is not None:
+        body["delay_seconds"] = request.delay / speed
+    if request.expires is not None:
+        body["max_wait_seconds"] = request.expires / speed
+    return orjson.dumps(body)
+
+
+def _status_or_none(name: str | None) -> Status | None:
+    try:
+        return None if name is None else Status(name)
+    except ValueError:
+        return None

@@ -5,12 +5,15 @@ percentile is always one of the measured values), with the number of values they
 
 - accept latency: the HTTP round trip of each accepted request (includes any wait for a
   pooled connection);
-- wait: ACCEPTED to the first STARTED; run: the last STARTED to the terminal status;
-- end-to-end: ACCEPTED to the terminal status;
+- wait: due (ACCEPTED, or the intended run time of a scheduled task) to the first STARTED;
+- run: the last STARTED to the terminal status; end-to-end: due to the terminal status;
+  neither counts a task that ended CANCELLED or EXPIRED (the dataset chose that end);
+- start lateness (scheduled tasks): the first STARTED minus the intended run time;
 - send lateness: when each request left minus when it was scheduled to leave.
 
 Tasks are grouped by the priority they were submitted with (the platform may run them on
-another queue). Time series use seconds since the run's start.
+another queue; "default" when the request named none). Time series use seconds since the
+run's start.
 """
 
 from __future__ import annotations
@@ -20,16 +23,21 @@ from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from core.percentiles import summary
 from core.priority import Priority
 from core.priority import names as priority_names
-from core.status import OUTCOMES, TERMINAL
-from simulator.samples import RunRecord, SendSample, TaskSample
+from core.status import OUTCOMES, TERMINAL, Status
+from simulator.samples import CancelSample, RunRecord, SendSample, TaskSample
 
 METRICS = ("accept_latency_ms", "wait_ms", "run_ms", "end_to_end_ms")
 MAX_BUCKETS = 240
+# Ends that the request chose (cancel_after, expires), not the work: kept out of the run
+# and end-to-end durations.
+ENDED_BY_REQUEST = frozenset({Status.CANCELLED, Status.EXPIRED})
+# Platform times are stored to the microsecond: a start this close to a limit is on it.
+CLOCK_SLACK = 0.001
 
 
 def percentiles(values: Iterable[float], *, scale: float = 1000.0) -> dict[str, Any]:
@@ -46,20 +54,35 @@ def _scaled(value: float | None, scale: float) -> float | None:
 
 
 def wait_of(task: TaskSample) -> float | None:
-    """Seconds from ACCEPTED to the first STARTED, if it started."""
-    return None if task.first_started is None else task.first_started - task.accepted_at
+    """Seconds from when the task was due (ACCEPTED, or its intended run time) to the
+    first STARTED, if it started."""
+    return None if task.first_started is None else task.first_started - task.due
 
 
 def run_of(task: TaskSample) -> float | None:
-    """Seconds from the last STARTED to the terminal status, if both happened."""
+    """Seconds from the last STARTED to the terminal status, if both happened and the
+    task did not end CANCELLED or EXPIRED."""
     if task.last_started is None or task.finished_at is None:
+        return None
+    if task.status in ENDED_BY_REQUEST:
         return None
     return task.finished_at - task.last_started
 
 
 def end_to_end_of(task: TaskSample) -> float | None:
-    """Seconds from ACCEPTED to the terminal status, if it finished."""
-    return None if task.finished_at is None else task.finished_at - task.accepted_at
+    """Seconds from when the task was due to the terminal status, if it finished and did
+    not end CANCELLED or EXPIRED."""
+    if task.finished_at is None or task.status in ENDED_BY_REQUEST:
+        return None
+    return task.finished_at - task.due
+
+
+def start_lateness_of(task: TaskSample) -> float | None:
+    """Seconds from a scheduled task's intended run time to its first STARTED (negative:
+    it started early), if it was scheduled and started."""
+    if task.run_at is None or task.first_started is None:
+        return None
+    return task.first_started - task.run_at
 
 
 TASK_METRICS: dict[str, Callable[[TaskSample], float | None]] = {
@@ -103,12 +126,87 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "by_priority": _grouped(sends, tasks, "priority", priority_names()),
         "by_team": _grouped(sends, tasks, "team"),
         "by_routine": _grouped(sends, tasks, "routine"),
+        "scheduled": _scheduled(tasks),
+        "expiry": _expiry(tasks),
+        "cancels": _cancels(run.cancels),
         "anomalies": {
             "duplicate_events": run.anomalies.duplicate_events,
             "conflicting_terminal": run.anomalies.conflicting_terminal,
             "events_after_terminal": run.anomalies.events_after_terminal,
+            **_lifecycle_anomalies(tasks, run.cancels),
         },
         "timeline": timeline(run),
+    }
+
+
+def _scheduled(tasks: Sequence[TaskSample]) -> dict[str, Any]:
+    """Accepted tasks asked to run later (delay > 0), how many started, and how late."""
+    scheduled = [task for task in tasks if task.run_at is not None]
+    lateness = [v for v in map(start_lateness_of, scheduled) if v is not None]
+    return {
+        "count": len(scheduled),
+        "started": len(lateness),
+        "start_lateness_ms": percentiles(lateness),
+    }
+
+
+def _expiry(tasks: Sequence[TaskSample]) -> dict[str, Any]:
+    """Accepted tasks given an expiry, and the tasks that expired."""
+    return {
+        "count": sum(1 for task in tasks if task.expires_at is not None),
+        "expired": sum(1 for task in tasks if task.status is Status.EXPIRED),
+    }
+
+
+def _cancels(cancels: Sequence[CancelSample]) -> dict[str, Any]:
+    """The cancels planned, sent and answered: 202, 409 (too late: the task had ended;
+    by the status it ended with) or another answer (rejected, with reasons)."""
+    sent = [c for c in cancels if c.sent is not None]
+    answered = [c for c in sent if c.latency is not None]
+    too_late = [c for c in answered if c.status_code == 409]
+    rejected = [c for c in answered if c.status_code not in (202, 409)]
+    ended = Counter(c.ended.value if c.ended is not None else "unknown" for c in too_late)
+    stages = Counter(c.stage or "unknown" for c in answered if c.status_code == 202)
+    return {
+        "planned": len(cancels),
+        "sent": len(sent),
+        "not_sent": len(cancels) - len(sent),
+        "accepted": sum(stages.values()),
+        "accepted_by_stage": dict(sorted(stages.items())),
+        "too_late": len(too_late),
+        "too_late_by_status": dict(sorted(ended.items())),
+        "rejected": {"count": len(rejected), "reasons": _reasons(rejected)},
+        "unanswered": len(sent) - len(answered),
+        "latency_ms": percentiles(c.latency for c in answered if c.latency is not None),
+    }
+
+
+def _lifecycle_anomalies(
+    tasks: Sequence[TaskSample], cancels: Sequence[CancelSample]
+) -> dict[str, int]:
+    """Broken lifecycle promises: a task that started before its run time or (first
+    started) after its expiry, and a task that ended otherwise than CANCELLED after a
+    cancel of it was answered 202."""
+    by_id = {task.task_id: task for task in tasks}
+    honoured = {c.task_id for c in cancels if c.status_code == 202 and c.latency is not None}
+    return {
+        "started_before_run_at": sum(
+            1 for task in tasks if (start_lateness_of(task) or 0.0) < -CLOCK_SLACK
+        ),
+        "started_after_expiry": sum(
+            1
+            for task in tasks
+            if task.expires_at is not None
+            and task.first_started is not None
+            and task.first_started > task.expires_at + CLOCK_SLACK
+        ),
+        "cancel_not_honoured": sum(
+            1
+            for task_id in honoured
+            if (task := by_id.get(task_id)) is not None
+            and task.terminal
+            and task.status is not Status.CANCELLED
+        ),
     }
 
 
@@ -116,8 +214,14 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def _reasons(rejected: Sequence[SendSample]) -> list[dict[str, Any]]:
-    groups: dict[tuple[int, str], list[SendSample]] = defaultdict(list)
+class _Answered(Protocol):
+    status_code: int
+    error_code: str | None
+    error_message: str | None
+
+
+def _reasons(rejected: Sequence[_Answered]) -> list[dict[str, Any]]:
+    groups: dict[tuple[int, str], list[_Answered]] = defaultdict(list)
     for sample in rejected:
         groups[(sample.status_code, sample.error_code or "unknown")].append(sample)
     ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))

@@ -12,15 +12,19 @@ from dataclasses import dataclass, field
 
 from core.status import Status
 
+# The priority group of a request sent without one (the platform picks its priority).
+UNSET_PRIORITY = "default"
+
 
 @dataclass(slots=True)
 class SendSample:
-    """One request the simulator sent, and how the API answered it."""
+    """One request the simulator sent, and how the API answered it. `delay`, `max_wait`
+    and `cancel_after` are as sent or planned: seconds, already divided by the speed."""
 
     seq: int  # position in the schedule
     team: str
     routine: str
-    priority: str
+    priority: str  # as requested, or UNSET_PRIORITY
     scheduled: float  # when it should have left, seconds after the start
     sent: float  # when it left, seconds after the start
     latency: float | None = None  # HTTP round trip, seconds; None while in flight
@@ -28,6 +32,9 @@ class SendSample:
     error_code: str | None = None
     error_message: str | None = None
     task_id: str | None = None
+    delay: float | None = None  # delay_seconds sent
+    max_wait: float | None = None  # max_wait_seconds sent
+    cancel_after: float | None = None  # a cancel planned this long after the 202
 
     @property
     def lateness(self) -> float:
@@ -54,10 +61,35 @@ class TaskSample:
     finished_at: float | None = None
     attempts: int = 0
     queue: str | None = None
+    run_at: float | None = None  # a scheduled run: accepted_at + delay (epoch seconds)
+    expires_at: float | None = None  # when it is due + max_wait (epoch seconds)
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def due(self) -> float:
+        """When the task was meant to become runnable: its run time if scheduled, else
+        when it was accepted (epoch seconds)."""
+        return self.accepted_at if self.run_at is None else self.run_at
+
+
+@dataclass(slots=True)
+class CancelSample:
+    """One cancel the simulator planned (`cancel_after` of an accepted task), and how the
+    API answered it."""
+
+    task_id: str
+    priority: str  # of the task, as requested
+    scheduled: float  # when it should leave, seconds after the start
+    sent: float | None = None  # None: never sent (the run stopped first)
+    latency: float | None = None  # HTTP round trip, seconds; None while in flight
+    status_code: int = 0  # 0: no HTTP answer
+    error_code: str | None = None
+    error_message: str | None = None
+    stage: str | None = None  # a 202's `stage`: where the cancel found the task
+    ended: Status | None = None  # a 409's status: how the task had already ended
 
 
 @dataclass(slots=True)
@@ -83,4 +115,5 @@ class RunRecord:
     interrupted: bool = False
     sends: list[SendSample] = field(default_factory=list)
     tasks: dict[str, TaskSample] = field(default_factory=dict)
+    cancels: list[CancelSample] = field(default_factory=list)
     anomalies: Anomalies = field(default_factory=Anomalies)

@@ -8,7 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from core.status import OUTCOMES
+from core.status import OUTCOMES, Status
 
 
 def print_summary(report: dict[str, Any], console: Console) -> None:
@@ -30,18 +30,52 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         f"p99 {_ms(lateness['p99'])}  max {_ms(lateness['max'])}",
         highlight=False,
     )
+    for line in lifecycle_lines(report):
+        console.print(line, highlight=False)
     sections = [(title, report[f"by_{title}"]) for title in ("priority", "team", "routine")]
     console.print(_counts(sections))
     console.print(_latencies(sections))
-    for reason in report["rejected"]["reasons"]:
-        console.print(
-            f"[yellow]rejected[/] {reason['count']} x {reason['status_code']} {reason['code']}: "
-            f"{reason['example']}",
-            highlight=False,
-        )
+    for what, reasons in (
+        ("rejected", report["rejected"]["reasons"]),
+        ("cancel rejected", report["cancels"]["rejected"]["reasons"]),
+    ):
+        for reason in reasons:
+            console.print(
+                f"[yellow]{what}[/] {reason['count']} x {reason['status_code']} "
+                f"{reason['code']}: {reason['example']}",
+                highlight=False,
+            )
     anomalies = {name: n for name, n in report["anomalies"].items() if n}
     if anomalies:
         console.print(f"[yellow]anomalies:[/] {anomalies}", highlight=False)
+
+
+def lifecycle_lines(report: dict[str, Any]) -> list[str]:
+    """A line each for scheduled tasks, expiries and cancels, when the run had any."""
+    lines = []
+    scheduled = report["scheduled"]
+    if scheduled["count"]:
+        lateness = scheduled["start_lateness_ms"]
+        lines.append(
+            f"scheduled {scheduled['count']}: started {scheduled['started']}, start lateness "
+            f"ms p50 {_ms(lateness['p50'])}  p99 {_ms(lateness['p99'])}  "
+            f"max {_ms(lateness['max'])}"
+        )
+    expiry = report["expiry"]
+    if expiry["count"] or expiry["expired"]:
+        lines.append(f"expiry: {expiry['count']} given one, {expiry['expired']} expired")
+    cancels = report["cancels"]
+    if cancels["planned"]:
+        ended = ", ".join(
+            f"{_label(name)} {n}" for name, n in cancels["too_late_by_status"].items()
+        )
+        lines.append(
+            f"cancels: planned {cancels['planned']}, sent {cancels['sent']}, "
+            f"cancelled {cancels['accepted']}, too late {cancels['too_late']}"
+            + (f" ({ended})" if ended else "")
+            + f", rejected {cancels['rejected']['count']}, unanswered {cancels['unanswered']}"
+        )
+    return lines
 
 
 Sections = list[tuple[str, dict[str, Any]]]
@@ -84,6 +118,14 @@ def _latencies(sections: Sections) -> Table:
                 _ms(group["end_to_end_ms"]["max"]),
             )
     return table
+
+
+def _label(name: str) -> str:
+    """How people read a status name ("succeeded"); an unknown name as it is."""
+    try:
+        return Status(name).label
+    except ValueError:
+        return name
 
 
 def _table(title: str) -> Table:

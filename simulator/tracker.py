@@ -1,7 +1,9 @@
 """Turning API answers and status events into samples, with live counts for the display.
 
 Events may come in any order and more than once; an event of a task the tracker does not
-know (not ours, or not yet answered: the follower keeps those) is ignored.
+know (not ours, or not yet answered: the follower keeps those) is ignored. A task moves
+only forward (core.status.progress): SCHEDULED is a step like QUEUED, and any terminal
+status, CANCELLED and EXPIRED included, finishes it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from core.status import Status, progress
-from simulator.samples import RunRecord, SendSample, TaskSample
+from simulator.samples import CancelSample, RunRecord, SendSample, TaskSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class Tracker:
         self.counts: Counter[tuple[str, Status]] = Counter()
         self.sent_by: Counter[str] = Counter()  # per priority
         self.rejected: Counter[str] = Counter()  # per priority
+        self.cancels: Counter[str] = Counter()  # planned, sent, answered
         self.unfinished = 0
         self._seen: set[str] = set()
         self._level: dict[str, int] = {}  # progress of each task's current status
@@ -50,16 +53,35 @@ class Tracker:
             return
         if sample.task_id in self.run.tasks:
             return  # an idempotent replay of a task we already follow
+        # The API computes run_at from the same clock reading it answers as accepted_at;
+        # a delay of 0 schedules nothing.
+        run_at = accepted_at + sample.delay if sample.delay else None
+        due = run_at if run_at is not None else accepted_at
         task = TaskSample(
             task_id=sample.task_id,
             team=sample.team,
             routine=sample.routine,
             priority=sample.priority,
             accepted_at=accepted_at,
+            run_at=run_at,
+            expires_at=None if sample.max_wait is None else due + sample.max_wait,
         )
         self.run.tasks[task.task_id] = task
         self.counts[(task.priority, task.status)] += 1
         self.unfinished += 1
+
+    def cancel_planned(self, sample: CancelSample) -> None:
+        """Record a cancel to send later."""
+        self.run.cancels.append(sample)
+        self.cancels["planned"] += 1
+
+    def cancel_sent(self, sample: CancelSample) -> None:
+        """Record a planned cancel as it leaves (its `sent` set)."""
+        self.cancels["sent"] += 1
+
+    def cancel_answered(self, sample: CancelSample) -> None:
+        """Record the API's answer to a cancel (its status and fields set)."""
+        self.cancels["answered"] += 1
 
     def apply(self, events: Iterable[Event]) -> None:
         """Apply status events (any order, duplicates allowed) to the tasks they concern."""

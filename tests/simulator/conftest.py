@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 DATASETS = Path(__file__).resolve().parents[2] / "simulator" / "datasets"
+SUBMIT = "/api/v1/tasks"
 
 
 @dataclass
@@ -22,13 +24,17 @@ class StubApi:
 
     url: str = ""
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
+    bodies: list[dict[str, object]] = field(default_factory=list)  # of the submits, in order
+    cancels: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, task id)
+    accepted: dict[str, tuple[float, str]] = field(default_factory=dict)  # id: (time, routine)
     reject_teams: set[str] = field(default_factory=set)
+    finished_routines: set[str] = field(default_factory=set)  # their cancels are 409s
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def posts(self) -> int:
         with self.lock:
-            return sum(1 for method, _ in self.requests if method == "POST")
+            return sum(1 for method, path in self.requests if method == "POST" and path == SUBMIT)
 
 
 def _handler(stub: StubApi) -> type[BaseHTTPRequestHandler]:
@@ -68,18 +74,39 @@ def _handler(stub: StubApi) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with stub.lock:
                 stub.requests.append(("POST", self.path))
+            if self.path.endswith("/cancel"):
+                self._cancel(self.path.split("/")[-2])
+                return
+            with stub.lock:
+                stub.bodies.append(body)
             if body["team"] in stub.reject_teams:
                 error = {"code": "validation_error", "message": "team: unknown team"}
                 self._answer(422, {"error": {**error, "details": None}})
                 return
+            task_id = str(uuid.uuid4())
+            with stub.lock:
+                stub.accepted[task_id] = (time.monotonic(), body["routine"])
             self._answer(
                 202,
                 {
-                    "task_id": str(uuid.uuid4()),
+                    "task_id": task_id,
                     "status": "ACCEPTED",
                     "accepted_at": datetime.now(UTC).isoformat(),
                 },
             )
+
+        def _cancel(self, task_id: str) -> None:
+            with stub.lock:
+                stub.cancels.append((time.monotonic(), task_id))
+                known = stub.accepted.get(task_id)
+            if known is None:
+                error = {"code": "not_found", "message": f"no task {task_id}", "details": None}
+                self._answer(404, {"error": error})
+            elif known[1] in stub.finished_routines:
+                error = {"code": "conflict", "message": "the task already ended"}
+                self._answer(409, {"error": {**error, "details": None}, "status": "SUCCEEDED"})
+            else:
+                self._answer(202, {"task_id": task_id, "status": "CANCELLED", "stage": "QUEUED"})
 
     return Handler
 
@@ -87,8 +114,9 @@ def _handler(stub: StubApi) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture()
 def stub_api() -> Iterator[StubApi]:
     """A stand-in for the platform's API on 127.0.0.1: answers /healthz, accepts every
-    POST (or rejects the teams in `reject_teams` with 422), and reports every task it is
-    asked about as SUCCEEDED."""
+    submit (or rejects the teams in `reject_teams` with 422), answers a cancel 202 (409
+    SUCCEEDED for the routines in `finished_routines`, 404 for an unknown task), and
+    reports every task it is asked about as SUCCEEDED."""
     stub = StubApi()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
     server.daemon_threads = True

@@ -41,6 +41,8 @@ GOOD: dict[str, object] = {
         ({"team": None}, "requests[1].team: is required"),
         ({"priority": "urgent"}, 'requests[1].priority: "urgent" is not one of'),
         ({"at": "05:50", "count": 3, "every": 6}, "requests[1].count: 3 repeats every 6s"),
+        ({"expires": 0}, "requests[1].expires: 0 is not more than 0"),
+        ({"cancel_after": -1}, "requests[1].cancel_after: -1 is negative"),
     ],
 )
 def test_an_invalid_dataset_sends_nothing(
@@ -96,7 +98,9 @@ def test_a_missing_key_is_a_usage_error(
 
 def test_validate_and_schema_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["validate", *map(str, sorted(DATASETS.glob("*.json")))]) == 0
-    assert "smoke.json: valid" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "smoke.json: valid" in out
+    assert "day.json: valid, 'day', 4106 requests (14 delayed, 9 expiring, 8 cancelled)" in out
     assert main(["validate", str(write(tmp_path, [{**GOOD, "at": "07:00"}]))]) == 2
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "Simulator dataset"

@@ -72,7 +72,6 @@ def test_a_good_dataset_parses() -> None:
         ({"at": "0100"}, 'requests[1].at: "0100" is not MM:SS'),
         ({"at": 10}, "requests[1].at: 10: input should be a valid string"),
         ({"team": None}, "requests[1].team: is required"),
-        ({"payload": None}, "requests[1].payload: is required"),
         ({"priority": "urgent"}, 'requests[1].priority: "urgent" is not one of high, medium'),
         ({"team": "Alpha"}, 'requests[1].team: "Alpha" is not a name'),
         ({"payload": [1]}, "requests[1].payload: [1]: input should be an object"),
@@ -84,6 +83,16 @@ def test_a_good_dataset_parses() -> None:
         ({"count": 5}, "requests[1].count: 5 repeats every 20s from 05:00 run to 06:20"),
         ({"every": "00:21"}, "after 06:00"),
         ({"prority": "low"}, 'requests[1].prority: is not a known field (value "low")'),
+        ({"delay": -1}, "requests[1].delay: -1 is negative"),
+        ({"delay": True}, "requests[1].delay: true is neither MM:SS nor a number of seconds"),
+        ({"delay": "1:00"}, 'requests[1].delay: "1:00" is not MM:SS'),
+        ({"expires": 0}, "requests[1].expires: 0 is not more than 0"),
+        ({"expires": "00:00"}, 'requests[1].expires: "00:00" is not more than 0'),
+        ({"expires": -2.5}, "requests[1].expires: -2.5 is negative"),
+        ({"cancel_after": "soon"}, 'requests[1].cancel_after: "soon" is not MM:SS'),
+        ({"cancel_after": [1]}, "requests[1].cancel_after: [1] is neither MM:SS nor a number"),
+        ({"delay_seconds": 5}, "requests[1].delay_seconds: is not a known field (value 5)"),
+        ({"payload": "x"}, 'requests[1].payload: "x": input should be an object'),
     ],
 )
 def test_each_problem_names_the_entry_field_and_value(
@@ -92,6 +101,20 @@ def test_each_problem_names_the_entry_field_and_value(
     problems = problems_of(with_request(1, **changes))
     assert len(problems) == 1, problems
     assert problems[0].startswith(expected) or expected in problems[0], problems
+
+
+def test_priority_and_payload_are_optional() -> None:
+    dataset = parse_dataset(json.dumps(with_request(1, priority=None, payload=None)))
+    assert (dataset.requests[1].priority, dataset.requests[1].payload) == (None, None)
+    assert dataset.requests[0].payload == {}  # given empty: sent empty
+
+
+def test_lifecycle_fields_take_seconds_or_mm_ss() -> None:
+    data = with_request(0, delay=2.5, expires="01:30", cancel_after=0)
+    request = parse_dataset(json.dumps(data)).requests[0]
+    assert (request.delay, request.expires, request.cancel_after) == (2.5, 90.0, 0.0)
+    plain = parse_dataset(json.dumps(GOOD)).requests[0]
+    assert (plain.delay, plain.expires, plain.cancel_after) == (None, None, None)
 
 
 def test_every_problem_is_collected_not_just_the_first() -> None:
@@ -155,7 +178,19 @@ def test_bundled_datasets_are_valid(path: Any) -> None:
 def test_schema_and_validator_agree_on_simple_faults() -> None:
     validator = jsonschema_rs.validator_for(json_schema())
     assert validator.is_valid(GOOD)
-    for changes in ({"at": "06:01"}, {"priority": "urgent"}, {"team": None}, {"count": 0}):
+    assert validator.is_valid(with_request(1, priority=None, payload=None, delay="00:05"))
+    assert validator.is_valid(with_request(1, expires=0.5, cancel_after=0))
+    faults: list[dict[str, Any]] = [
+        {"at": "06:01"},
+        {"priority": "urgent"},
+        {"team": None},
+        {"count": 0},
+        {"delay": -1},
+        {"expires": 0},
+        {"expires": "00:00"},
+        {"cancel_after": "later"},
+    ]
+    for changes in faults:
         data = with_request(1, **changes)
         assert not validator.is_valid(data), changes
         problems_of(data)  # the validator refuses it too

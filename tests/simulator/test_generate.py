@@ -10,7 +10,7 @@ import pytest
 
 from simulator.cli import main
 from simulator.dataset import load_dataset, parse_dataset
-from simulator.generate import PROFILES, generate, parse_weights
+from simulator.generate import DELAYS, PROFILES, Lifecycle, generate, parse_weights
 from simulator.schedule import expand
 
 
@@ -81,3 +81,34 @@ def test_the_command_writes_a_valid_file_deterministically(tmp_path: Path) -> No
         assert main([*argv, "--duration", "02:00", "-o", str(path)]) == 0
     assert first.read_bytes() == second.read_bytes()
     assert load_dataset(first).size == 4 * 120
+
+
+def test_a_lifecycle_gives_its_share_of_requests_a_delay_an_expiry_or_a_cancel() -> None:
+    plain = generate("steady", seed=5, rate=10)
+    data = generate("steady", seed=5, rate=10, lifecycle=Lifecycle(0.2, 0.1, 0.05))
+    dataset = parse_dataset(json.dumps(data))
+    assert dataset.size == 3600
+    firings = expand(dataset)
+    delayed = sum(1 for f in firings if f.request.delay is not None) / len(firings)
+    expiring = sum(1 for f in firings if f.request.expires is not None) / len(firings)
+    cancelled = sum(1 for f in firings if f.request.cancel_after is not None) / len(firings)
+    assert 0.17 < delayed < 0.23 and 0.08 < expiring < 0.12, (delayed, expiring)
+    assert 0.03 < cancelled < 0.07, cancelled
+    assert {f.request.delay for f in firings} == {None, *DELAYS}
+    assert "20% delayed, 10% expiring, 5% cancelled" in data["description"]
+    # Without a lifecycle nothing is drawn for it: the dataset is as it always was.
+    assert generate("steady", seed=5, rate=10, lifecycle=Lifecycle()) == plain
+    assert not any(key in request for request in plain["requests"] for key in ("delay", "expires"))
+    with pytest.raises(ValueError, match="delayed must be a share from 0 to 1"):
+        Lifecycle(delayed=1.5)
+
+
+def test_the_command_takes_lifecycle_shares(tmp_path: Path) -> None:
+    path = tmp_path / "life.json"
+    argv = ["generate", "--profile", "steady", "--seed", "1", "--rate", "5", "--duration"]
+    argv += ["01:00", "--delayed", "0.5", "--cancelled", "0.2", "-o", str(path)]
+    assert main(argv) == 0
+    requests = load_dataset(path).requests
+    assert any(r.delay for r in requests) and any(r.cancel_after for r in requests)
+    assert not any(r.expires for r in requests)
+    assert main([*argv[:-2], "--expiring", "2", "-o", str(path)]) == 2
