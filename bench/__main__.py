@@ -24,12 +24,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import http_bench, pipeline, recorder_bench, waits
+from bench import http_bench, pipeline, recorder_bench, schedule, waits
 from core.priority import names as priority_names
 from core.settings import Settings, settings_or_exit
 from testing.instance import REPO, Instance
 
 RESULTS = REPO / "bench" / "results.json"
+# Short, so that the parked path (Postgres, then the releaser) is measured in seconds.
+SCHEDULE_HOLD_SECONDS = 6.0
 
 
 def _ratio(ours: float, baseline: float) -> float:
@@ -52,6 +54,7 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         API_THREADS=str(settings.api_threads),
         WORKER_CONCURRENCY=str(settings.worker_concurrency),
         TOPIC_PARTITIONS=str(settings.topic_partitions),
+        SCHEDULE_HOLD_SECONDS=str(SCHEDULE_HOLD_SECONDS),
     )
 
     def section(name: str, measure: Callable[[], Any]) -> None:
@@ -88,6 +91,10 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         )
         weights = {p.value: w for p, w in settings.priority_weights.items()}
         section("shares", lambda: waits.shares(instance, weights))
+        section(
+            "schedule_accuracy",
+            lambda: schedule.schedule_accuracy(instance, SCHEDULE_HOLD_SECONDS),
+        )
         section(
             "postgres_baselines",
             lambda: recorder_bench.postgres_baselines(settings.sync_database_url),
@@ -194,6 +201,18 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             f"±10 points, {priorities[-1]} > 0",
         )
     )
+    for name, what in (("held_1000", "held"), ("held_3000", "held"), ("parked_3000", "parked")):
+        figure = get("schedule_accuracy", name) or {}
+        late = figure.get("late_ms") or {}
+        rows.append(
+            (
+                f"start after run_at p50/p99 ms, {figure.get('tasks', 0):,} due in 1 s ({what})",
+                f"{late.get('p50')}/{late.get('p99')}",
+                f"{figure.get('within_1s_pct')} % within 1 s, {figure.get('early')} early",
+                "",
+                "99 % ≤ 1 s, none early",
+            )
+        )
     events = get("status_events", "events_per_s") or 0
     pg = get("postgres_baselines", "single_insert_commit") or 0
     pg_batch = get("postgres_baselines", "batched_executemany") or 0

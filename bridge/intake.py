@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from confluent_kafka import Message
 
@@ -43,14 +43,16 @@ class Intake:
         self.announcer = announcer
         self.hold_seconds = hold_seconds
 
-    def take(self, message: Message, source: Source, now: float) -> PendingTask | Parked | None:
+    def take(
+        self, message: Message, source: Source, now: float, wall: datetime
+    ) -> PendingTask | Parked | None:
         """The message as a task waiting for dispatch (or parked until near its run_at),
         or None once it is dead-lettered (whatever went wrong with it; only Stopping is
-        raised)."""
+        raised). `now` (monotonic) and `wall` are the same moment on the two clocks."""
         request: TaskRequest | None = None
         try:
             request = decode_request(message.value())
-            return self._take_in(request, message, source, now)
+            return self._take_in(request, message, source, now, wall)
         except MalformedMessage as exc:
             reason, task_id, team = exc.reason, exc.task_id, exc.team
         except (RoutingError, EventRefused) as exc:
@@ -76,7 +78,7 @@ class Intake:
         return None
 
     def _take_in(
-        self, request: TaskRequest, message: Message, source: Source, now: float
+        self, request: TaskRequest, message: Message, source: Source, now: float, wall: datetime
     ) -> PendingTask | Parked:
         """Check and route one request and announce it ACCEPTED; raises MalformedMessage,
         RoutingError or EventRefused for a request that must be dead-lettered."""
@@ -90,7 +92,7 @@ class Intake:
         tp = (source.topic, source.partition)
         if request.is_first_delivery:
             self.announcer.accepted(request, len(message.value() or b""))
-            due_in = (request.run_at - datetime.now(UTC)).total_seconds() if request.run_at else 0.0
+            due_in = (request.run_at - wall).total_seconds() if request.run_at else 0.0
             if due_in > 0:
                 # Far off: Postgres keeps it (the recorder's releaser sends it back near its
                 # time), so this partition's offsets are not held for days.
@@ -102,12 +104,12 @@ class Intake:
             item=Pending(request, route, tp, source.offset),
             queue=route.queue,
             team=request.team,
-            release_at=_release_time(request, route, now),
+            release_at=_release_time(request, route, now, wall),
             partition_key=tp,
         )
 
 
-def _release_time(request: TaskRequest, route: Route, now: float) -> float:
+def _release_time(request: TaskRequest, route: Route, now: float, wall_now: datetime) -> float:
     """When (on the monotonic clock) the task may be dispatched: now, or the latest of its
     stagger, its retry's backoff and its scheduled run."""
     wall = max(
@@ -116,4 +118,6 @@ def _release_time(request: TaskRequest, route: Route, now: float) -> float:
     )
     if wall is None:
         return 0.0
-    return now + (wall - datetime.now(UTC)).total_seconds()
+    # Read on both clocks at once: converting with a later wall reading would let a task
+    # go before its time by however long the batch took to take in.
+    return now + (wall - wall_now).total_seconds()

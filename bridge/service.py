@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -114,10 +115,10 @@ class Bridge:
 
     def step(self) -> None:
         messages = self._read()
-        now = self.clock()
+        now, wall = self.clock(), datetime.now(UTC)
         self.sender.read_capacity()
         for message in messages:
-            self._take(message, now)
+            self._take(message, now, wall)
         self.sender.dispatch(now)
         self._settle_parked()
         self._store_offsets()
@@ -143,7 +144,7 @@ class Bridge:
             return max(0.0, min(IDLE_POLL, release - self.clock()))
         return IDLE_POLL
 
-    def _take(self, message: Message, now: float) -> None:
+    def _take(self, message: Message, now: float, wall: datetime) -> None:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -152,7 +153,7 @@ class Bridge:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
         self.offsets.seen((topic, partition), offset)
-        waiting = self.intake.take(message, Source(topic, partition, offset), now)
+        waiting = self.intake.take(message, Source(topic, partition, offset), now, wall)
         if waiting is None:  # dead-lettered: finished with
             self.offsets.done((topic, partition), offset)
         elif isinstance(waiting, Parked):
