@@ -135,6 +135,8 @@ class AcceptedTask(TypedDict):
     routine: str
     priority: PriorityName
     accepted_at: Timestamp
+    run_at: Annotated[Timestamp | None, Field(description="a scheduled run: not before")]
+    expires_at: Annotated[Timestamp | None, Field(description="not started by then: EXPIRED")]
     idempotent_replay: bool
     links: Links
 

@@ -29,9 +29,8 @@ from app.models import AcceptedTask, SubmitRequest, task_links
 from app.rate_limit import RateLimiter
 from core.limits import deeper_than
 from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
-from core.priority import Priority
 from core.routing import RoutingError, RoutingPolicy
-from core.schema import REQUEST_COLUMNS, task_payloads, tasks
+from core.schema import REQUEST_COLUMNS, request_of, task_payloads, tasks
 from core.settings import Settings
 from core.status import Status
 
@@ -78,24 +77,29 @@ def parse_submission(body: Any) -> SubmitRequest:
 
 @dataclass
 class Accepted:
-    task_id: str
-    team: str
-    routine: str
-    priority: Priority
-    accepted_at: datetime
+    """A task accepted now, or known already (a repeat of its idempotency key)."""
+
+    request: TaskRequest
     status: str = Status.ACCEPTED.value
     replay: bool = False
 
+    @property
+    def task_id(self) -> str:
+        return self.request.task_id
+
     def body(self) -> AcceptedTask:
+        request = self.request
         return {
-            "task_id": self.task_id,
+            "task_id": request.task_id,
             "status": self.status,
-            "team": self.team,
-            "routine": self.routine,
-            "priority": self.priority.value,
-            "accepted_at": isoformat(self.accepted_at),
+            "team": request.team,
+            "routine": request.routine,
+            "priority": request.priority.value,
+            "accepted_at": isoformat(request.accepted_at),
+            "run_at": isoformat(request.run_at) if request.run_at else None,
+            "expires_at": isoformat(request.expires_at) if request.expires_at else None,
             "idempotent_replay": self.replay,
-            "links": task_links(self.task_id),
+            "links": task_links(request.task_id),
         }
 
 
@@ -150,7 +154,9 @@ class Submission:
         # The submitter has put the accepted requests in the cache before waking us, so a
         # GET right after the 202 finds them.
         accepted = [o for o in delivered.values() if isinstance(o, Accepted)]
-        counts = Counter((a.team, a.priority.value, a.routine) for a in accepted)
+        counts = Counter(
+            (a.request.team, a.request.priority.value, a.request.routine) for a in accepted
+        )
         for labels, count in counts.items():
             SUBMITTED.labels(*labels).inc(count)
         return [o for o in outcomes if o is not None]
@@ -262,14 +268,7 @@ class Submission:
         if not task_ids:
             return {}
         found = {
-            task_id: Accepted(
-                task_id=task_id,
-                team=r.team,
-                routine=r.routine,
-                priority=r.priority,
-                accepted_at=r.accepted_at,
-                replay=True,
-            )
+            task_id: Accepted(r, replay=True)
             for task_id, r in self.cache.requests(sorted(task_ids)).items()
         }
         try:
@@ -284,15 +283,7 @@ class Submission:
             log.warning("idempotency lookup failed: %s", exc)
             return found
         return found | {
-            str(row.task_id): Accepted(
-                task_id=str(row.task_id),
-                team=row.team,
-                routine=row.routine,
-                priority=Priority(row.priority),
-                accepted_at=row.created_at,
-                status=row.status,
-                replay=True,
-            )
+            str(row.task_id): Accepted(request_of(row), status=row.status, replay=True)
             for row in rows
         }
 
@@ -325,11 +316,5 @@ class Submission:
             ]
         )
         for request, error in zip(requests, answers, strict=True):
-            outcomes[request.task_id] = error or Accepted(
-                task_id=request.task_id,
-                team=request.team,
-                routine=request.routine,
-                priority=request.priority,
-                accepted_at=request.accepted_at,
-            )
+            outcomes[request.task_id] = error or Accepted(request)
         return outcomes

@@ -144,6 +144,9 @@ def test_an_idempotent_repeat_recorded_in_postgres_answers_with_its_status(rig: 
         priority: str = "medium"
         created_at: datetime = field(default_factory=utcnow)
         status: str = "SUCCEEDED"
+        idempotency_key: str = "order-8"
+        run_at: datetime | None = None
+        expires_at: datetime | None = None
 
     rig.engine.rows = [Row(idempotent_task_id("alpha", "order-8"))]
     [again] = rig.submit(task(idempotency_key="order-8"))
