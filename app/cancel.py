@@ -71,7 +71,12 @@ class Canceller:
             raise NotFound(f"no task {task_id}")
         outcome_key = redis_keys.outcome(request.task_id)
         if recorded.terminal:
-            return self._already_ended(request.task_id, recorded, None)
+            # A cancelled task's kept outcome (kept longer than any task waits) lets a
+            # repeat answer as the first did, stage and all, once it is recorded too.
+            kept_cancel = self.client.get(outcome_key) if recorded is Status.CANCELLED else None
+            return self._already_ended(
+                request.task_id, recorded, kept_cancel if isinstance(kept_cancel, bytes) else None
+            )
         pipe = self.client.pipeline(transaction=False)
         pipe.get(outcome_key)
         pipe.get(leases.key(request.task_id))

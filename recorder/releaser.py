@@ -27,17 +27,27 @@ from core import metrics
 from core.messages import utcnow
 from core.schema import PARKED_SQL, request_of
 from core.settings import Settings
+from core.status import Status
 
 log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 0.5
 BATCH = 2_000
 
+# A task due within the hold is SCHEDULED here too, but a bridge keeps it (its offset
+# uncommitted until it is dispatched, so a restart re-reads it): its SCHEDULED event says
+# held_by "bridge", and it is not sent again. The event is recorded in the transaction
+# that made the task SCHEDULED.
 _DUE = text(
     f"""
     UPDATE tasks AS t SET released_at = now()
-     WHERE t.task_id IN (SELECT task_id FROM tasks
+     WHERE t.task_id IN (SELECT w.task_id FROM tasks w
                           WHERE {PARKED_SQL} AND run_at <= :until
+                            AND NOT EXISTS (
+                                SELECT 1 FROM task_events e
+                                 WHERE e.task_id = w.task_id
+                                   AND e.status = '{Status.SCHEDULED.value}'
+                                   AND e.detail ->> 'held_by' = 'bridge')
                           ORDER BY run_at LIMIT :limit FOR UPDATE SKIP LOCKED)
     RETURNING t.task_id, t.team, t.routine, t.priority, t.created_at, t.run_at, t.expires_at,
               t.idempotency_key,
