@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 
 from app.accepted_cache import AcceptedCache
 from app.auth import Principal
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, Unavailable
 from app.kafka_submitter import KafkaSubmitter
 from app.metrics import CANCELS
 from app.models import CancelledTask, task_links
@@ -66,6 +66,15 @@ class Canceller:
     def cancel(self, principal: Principal, task_id: str, *, terminate: bool) -> CancelledTask:
         """Cancel one task of the principal's. Raises NotFound (unknown, or another team's),
         Conflict (ended otherwise: its status in `details`) or Unavailable."""
+        try:
+            return self._cancel(principal, task_id, terminate=terminate)
+        except redis.RedisError as exc:
+            raise Unavailable(
+                f"cannot reach Redis to cancel the task; retry shortly ({type(exc).__name__})",
+                headers={"Retry-After": "1"},
+            ) from None
+
+    def _cancel(self, principal: Principal, task_id: str, *, terminate: bool) -> CancelledTask:
         request, recorded = self._find(task_id)
         if request is None or not principal.may_act_for(request.team):
             raise NotFound(f"no task {task_id}")
@@ -82,7 +91,11 @@ class Canceller:
         pipe.get(leases.key(request.task_id))
         kept, holder = pipe.execute()
         if kept is not None:
-            return self._already_ended(request.task_id, recorded, kept)
+            answer = self._already_ended(request.task_id, recorded, kept)
+            # Cancelled, not yet recorded: the first cancel's event may not have reached
+            # Kafka; say it again (the same event id is recorded once).
+            self._publish(request.task_id, kept)
+            return answer
         detail: dict[str, Any] = {
             "stage": stage_of(holder, recorded).value,
             "terminate": terminate,
@@ -94,15 +107,20 @@ class Canceller:
         previous = Outcomes(self.client).end({request.task_id: encoded}, seconds)
         if previous:  # it ended (or was cancelled) a moment ago
             return self._already_ended(request.task_id, recorded, previous[request.task_id])
-        (error,) = self.submitter.send(
-            [(self.settings.status_topic, request.task_id.encode(), encoded)], hand_on=False
-        )
-        if error is not None:
-            # The cancel holds (the key is set; whoever meets the task next announces it),
-            # but the client is told its CANCELLED step is not recorded yet.
-            raise error
+        # If this fails the cancel still holds (the key is set; whoever meets the task next
+        # announces it), but the client is told its CANCELLED step is not recorded yet.
+        self._publish(request.task_id, encoded)
         CANCELS.labels(request.team, detail["stage"]).inc()
         return cancelled_body(event)
+
+    def _publish(self, task_id: str, event: bytes) -> None:
+        """Put the CANCELLED event on the status topic; raises the API error if Kafka
+        does not acknowledge it in time."""
+        (error,) = self.submitter.send(
+            [(self.settings.status_topic, task_id.encode(), event)], hand_on=False
+        )
+        if error is not None:
+            raise error
 
     def _already_ended(self, task_id: str, recorded: Status, kept: bytes | None) -> CancelledTask:
         """A repeat of a cancel answers as the first did; any other end is a conflict."""

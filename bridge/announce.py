@@ -35,6 +35,18 @@ class Pending:
 PendingTask = Waiting[Pending]
 
 
+@dataclass(frozen=True)
+class Settling:
+    """A message the bridge is finished with once Kafka has `event`, the last thing it
+    says about the task (a parked task's SCHEDULED, an EXPIRED it decided): its offset
+    is stored only then, so a crash before cannot lose the event."""
+
+    tp: tuple[str, int]
+    offset: int
+    event: StatusEvent
+    parked: bool = False
+
+
 class Announcer:
     def __init__(self, producer: Producer, settings: Settings) -> None:
         self.events = StatusPublisher(producer, settings)
@@ -56,23 +68,24 @@ class Announcer:
             )
         )
 
-    def scheduled(self, request: TaskRequest, *, parked: bool) -> None:
+    def scheduled(self, request: TaskRequest, *, parked: bool) -> StatusEvent:
         """The task waits for its run_at (held here, or parked in Postgres)."""
-        self.events.emit(
-            StatusEvent.for_request(
-                request,
-                Status.SCHEDULED,
-                detail={"held_by": "postgres" if parked else "bridge"},
-            )
+        event = StatusEvent.for_request(
+            request, Status.SCHEDULED, detail={"held_by": "postgres" if parked else "bridge"}
         )
+        self.events.emit(event)
+        return event
 
-    def ended(self, outcome: StatusEvent | bytes) -> None:
-        """Announce a task's outcome (kept in Redis, or just decided here)."""
+    def ended(self, outcome: StatusEvent | bytes) -> StatusEvent | None:
+        """Announce a task's outcome (kept in Redis, or just decided here); returns it,
+        or None if it could not be read or sent."""
         try:
             event = outcome if isinstance(outcome, StatusEvent) else decode_event(outcome)
             self.events.emit(event)
         except (MalformedMessage, EventRefused) as exc:
             log.error("cannot announce a kept outcome: %s", exc)
+            return None
+        return event
 
     def queued(self, pending: Pending, queue: Priority, at: datetime) -> None:
         request = pending.request

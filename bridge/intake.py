@@ -4,12 +4,11 @@ routed, announced ACCEPTED), or a dead letter with its reason."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from confluent_kafka import Message
 
-from bridge.announce import Announcer, Pending, PendingTask
+from bridge.announce import Announcer, Pending, PendingTask, Settling
 from bridge.scheduler import Waiting
 from core.dead_letters import Source, Stopping
 from core.messages import MalformedMessage, TaskRequest, decode_request
@@ -17,16 +16,6 @@ from core.routing import Route, RoutingError, RoutingPolicy
 from core.status_publisher import EventRefused
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Parked:
-    """A scheduled task left to Postgres until near its time (its SCHEDULED event carries
-    it there); its offset may be stored once that event is durable."""
-
-    request: TaskRequest
-    tp: tuple[str, int]
-    offset: int
 
 
 class Intake:
@@ -45,7 +34,7 @@ class Intake:
 
     def take(
         self, message: Message, source: Source, now: float, wall: datetime
-    ) -> PendingTask | Parked | None:
+    ) -> PendingTask | Settling | None:
         """The message as a task waiting for dispatch (or parked until near its run_at),
         or None once it is dead-lettered (whatever went wrong with it; only Stopping is
         raised). `now` (monotonic) and `wall` are the same moment on the two clocks."""
@@ -79,7 +68,7 @@ class Intake:
 
     def _take_in(
         self, request: TaskRequest, message: Message, source: Source, now: float, wall: datetime
-    ) -> PendingTask | Parked:
+    ) -> PendingTask | Settling:
         """Check and route one request and announce it ACCEPTED; raises MalformedMessage,
         RoutingError or EventRefused for a request that must be dead-lettered."""
         if request.team != self.team_by_topic.get(source.topic):
@@ -97,9 +86,9 @@ class Intake:
                 # Far off: Postgres keeps it (the recorder's releaser sends it back near its
                 # time), so this partition's offsets are not held for days.
                 parked = due_in > self.hold_seconds
-                self.announcer.scheduled(request, parked=parked)
+                event = self.announcer.scheduled(request, parked=parked)
                 if parked:
-                    return Parked(request, tp, source.offset)
+                    return Settling(tp, source.offset, event, parked=True)
         return Waiting(
             item=Pending(request, route, tp, source.offset),
             queue=route.queue,

@@ -17,7 +17,7 @@ import redis
 from celery.exceptions import CeleryError
 from kombu.exceptions import KombuError
 
-from bridge.announce import Announcer, Pending, PendingTask
+from bridge.announce import Announcer, Pending, PendingTask, Settling
 from bridge.dispatcher import FINISHED, Capacity, Dispatch, Dispatcher
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler
@@ -48,6 +48,8 @@ class Sender:
     capacity: Capacity | None = field(default=None, init=False)
     fast: list[PendingTask] = field(default_factory=list, init=False)
     _pushed_since_read: int = field(default=0, init=False)
+    # Expired here: finished with once Kafka has their EXPIRED events (bridge.service).
+    ended: list[Settling] = field(default_factory=list, init=False)
 
     def read_capacity(self) -> None:
         try:
@@ -193,13 +195,15 @@ class Sender:
             {task_id: event.encode() for task_id, event in events.items()}, self.keep_seconds
         )
         for waiting in expired:
-            task_id = waiting.item.request.task_id
-            if task_id in before:
-                self.announcer.ended(before[task_id])
+            pending = waiting.item
+            task_id = pending.request.task_id
+            if task_id not in before:
+                metrics.EXPIRED.labels(pending.request.team, "bridge").inc()
+            event = self.announcer.ended(before.get(task_id) or events[task_id])
+            if event is None:
+                self.offsets.done(pending.tp, pending.offset)  # nothing that can be sent
             else:
-                self.announcer.ended(events[task_id])
-                metrics.EXPIRED.labels(waiting.item.request.team, "bridge").inc()
-            self.offsets.done(waiting.item.tp, waiting.item.offset)
+                self.ended.append(Settling(pending.tp, pending.offset, event))
         gone = {id(w) for w in expired}
         kept = [[w for w in message if id(w) not in gone] for message in messages]
         return [message for message in kept if message]

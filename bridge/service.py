@@ -21,9 +21,9 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from bridge.announce import Announcer, Pending
+from bridge.announce import Announcer, Pending, Settling
 from bridge.dispatcher import Dispatcher
-from bridge.intake import Intake, Parked
+from bridge.intake import Intake
 from bridge.offsets import OffsetTracker
 from bridge.scheduler import PriorityScheduler
 from bridge.sender import Sender
@@ -81,7 +81,7 @@ class Bridge:
             self.announcer,
             hold_seconds=settings.schedule_hold_seconds,
         )
-        self.parked: list[Parked] = []  # their offsets wait for their SCHEDULED events
+        self.parked: list[Settling] = []  # their offsets wait for their SCHEDULED events
         self._failed_seen = 0
         self.sender = Sender(
             dispatcher=dispatcher,
@@ -120,7 +120,7 @@ class Bridge:
         for message in messages:
             self._take(message, now, wall)
         self.sender.dispatch(now)
-        self._settle_parked()
+        self._settle()
         self._store_offsets()
         self.producer.poll(0)
         self._flow_control()
@@ -156,30 +156,31 @@ class Bridge:
         waiting = self.intake.take(message, Source(topic, partition, offset), now, wall)
         if waiting is None:  # dead-lettered: finished with
             self.offsets.done((topic, partition), offset)
-        elif isinstance(waiting, Parked):
+        elif isinstance(waiting, Settling):
             self.parked.append(waiting)
         else:
             self.sender.admit(waiting, now)
 
-    def _settle_parked(self) -> None:
-        """Parked tasks are finished with once Kafka has their SCHEDULED events (the
-        recorder then keeps them in Postgres); until then their offsets stay."""
-        if not self.parked:
+    def _settle(self) -> None:
+        """Messages whose last event is on its way (parked, or expired here) are
+        finished with once Kafka has acknowledged those events; until then their offsets
+        stay, and if some event was lost on the way they are all said again."""
+        settling = [*self.parked, *self.sender.ended]
+        if not settling:
             return
         events = self.announcer.events
         if events.flush(5):
-            self._warn(f"{len(self.parked)} SCHEDULED events not yet acknowledged by Kafka")
+            self._warn(f"{len(settling)} status events not yet acknowledged by Kafka")
             return
         if events.failed > self._failed_seen:
-            # Some event was lost on the way (maybe one of these): say them all again.
             self._failed_seen = events.failed
-            for parked in self.parked:
-                self.announcer.scheduled(parked.request, parked=True)
+            for item in settling:
+                self.announcer.ended(item.event)
             return
-        for parked in self.parked:
-            self.offsets.done(parked.tp, parked.offset)
+        for item in settling:
+            self.offsets.done(item.tp, item.offset)
         metrics.PARKED.inc(len(self.parked))
-        self.parked = []
+        self.parked, self.sender.ended = [], []
 
     # Offsets, flow control, rebalances.
 
@@ -216,8 +217,9 @@ class Bridge:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(p.topic, p.partition) for p in partitions]
         dropped = self.scheduler.drop(keys)
-        self._settle_parked()
+        self._settle()
         self.parked = [p for p in self.parked if p.tp not in set(keys)]
+        self.sender.ended = [e for e in self.sender.ended if e.tp not in set(keys)]
         self.sender.drop(set(keys))
         committable = self.offsets.committable()
         mine = [

@@ -19,7 +19,7 @@ import redis
 from confluent_kafka import TopicPartition
 
 from bridge.service import Bridge
-from core.messages import TaskRequest, utcnow
+from core.messages import StatusEvent, TaskRequest, utcnow
 from core.priority import Priority
 from core.routing import RoutingPolicy
 from core.settings import Settings
@@ -276,3 +276,74 @@ def test_run_reads_every_team_topic_and_at_stop_stores_offsets_and_closes() -> N
     assert rig.dispatcher.published_ids == [task.task_id]
     assert rig.stored() == 1
     assert rig.consumer.closed
+
+
+# The task lifecycle: scheduled runs, expiry, cancels.
+
+
+def test_a_task_scheduled_within_the_hold_window_is_held_until_its_run_at() -> None:
+    rig = make_rig(slots=2, schedule_hold_seconds=60)
+    task = request(run_at=utcnow() + timedelta(seconds=5))
+    rig.send(task)
+    rig.bridge.step()
+    assert [e.status for e in rig.producer.events()] == [Status.ACCEPTED, Status.SCHEDULED]
+    assert rig.producer.events()[1].detail == {"held_by": "bridge"}
+    rig.clock.advance(4)
+    rig.bridge.step()
+    assert rig.dispatcher.published_ids == []
+    assert rig.stored() == 0  # held: a restart reads it again
+
+    rig.clock.advance(2)
+    rig.bridge.step()
+    assert rig.dispatcher.published_ids == [task.task_id]
+    assert rig.stored() == 1
+
+
+def test_a_task_scheduled_beyond_the_hold_window_is_parked_once_its_event_is_durable() -> None:
+    rig = make_rig(slots=2, schedule_hold_seconds=60)
+    task = request(run_at=utcnow() + timedelta(hours=2))
+    rig.send(task)
+    rig.bridge.step()
+    scheduled = rig.producer.events()[-1]
+    assert (scheduled.status, scheduled.detail) == (Status.SCHEDULED, {"held_by": "postgres"})
+    assert scheduled.run_at == task.run_at
+    assert rig.dispatcher.published_ids == []
+    assert rig.stored() == 1  # Postgres keeps it from here (the recorder's releaser)
+    assert len(rig.bridge.scheduler) == 0
+
+
+def test_a_released_task_is_held_until_its_time_and_never_parked_again() -> None:
+    rig = make_rig(slots=2, schedule_hold_seconds=60)
+    task = request(run_at=utcnow() + timedelta(hours=2), released=True)
+    rig.send(task)
+    rig.bridge.step()
+    assert rig.producer.events() == []  # ACCEPTED and SCHEDULED were said before parking
+    assert rig.stored() == 0 and len(rig.bridge.scheduler) == 1
+
+
+def test_an_expired_task_ends_expired_and_is_never_dispatched() -> None:
+    rig = make_rig(slots=2)
+    task = request(expires_at=utcnow() - timedelta(seconds=1))
+    fresh = request()
+    rig.send(task)
+    rig.send(fresh)
+    rig.bridge.step()
+    assert rig.dispatcher.published_ids == [fresh.task_id]
+    expired = [e for e in rig.producer.events() if e.status is Status.EXPIRED]
+    assert [e.task_id for e in expired] == [task.task_id]
+    assert rig.dispatcher.outcomes[task.task_id] == expired[0].encode()  # kept: one outcome
+    assert rig.stored() == 2
+
+
+def test_a_cancelled_task_is_not_dispatched_and_its_kept_outcome_is_announced() -> None:
+    rig = make_rig(slots=2)
+    task = request()
+    cancelled = StatusEvent.for_request(task, Status.CANCELLED, detail={"stage": "ACCEPTED"})
+    rig.dispatcher.outcomes[task.task_id] = cancelled.encode()
+    rig.send(task)
+    rig.bridge.step()
+    assert rig.dispatcher.published_ids == []
+    assert [e.event_id for e in rig.producer.events() if e.status is Status.CANCELLED] == [
+        cancelled.event_id
+    ]
+    assert rig.stored() == 1
