@@ -22,7 +22,9 @@ TASK_FIELDS = ("task_id", "team", "priority", "routine", "queue", "status", "att
 _SECRET_PATTERNS = (
     (re.compile(r"tpk_[A-Za-z0-9_-]{8,}"), "tpk_***"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"']+"), r"\1***"),
-    (re.compile(r"(//[^:/@\s]+):[^@/\s]+@"), r"\1:***@"),
+    (re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{4,}"), r"\1***"),
+    # A URL's password: `user:` may be empty (redis://:secret@), the password may hold `/`.
+    (re.compile(r"(//[^:/@\s]*):[^@\s]+@"), r"\1:***@"),
 )
 
 

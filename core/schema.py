@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Index,
@@ -117,6 +118,8 @@ api_keys = Table(
     Column("is_admin", Boolean, nullable=False, server_default="false"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True), comment="stamped at most every few seconds"),
+    CheckConstraint("is_admin OR team IS NOT NULL", name="api_keys_team_or_admin"),
 )
 
 

@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_address: str = "127.0.0.1"
     flower_basic_auth: SecretStr | None = None
+    # When set, the API's /metrics asks for `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: SecretStr | None = None
     workers: int = Field(default=1, ge=0, le=32)
     # Bridges and recorders `make up` starts in their consumer groups (each beyond the
     # partitions it could read would idle).
@@ -255,6 +257,20 @@ class Settings(BaseSettings):
         for name in value:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"{name!r} is not a routine name")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _one_credential(cls, value: SecretStr | None) -> SecretStr | None:
+        """Flower splits FLOWER_BASIC_AUTH at commas into several user:password pairs, so
+        `admin:pa,ss` would let a bare `ss` in: refuse what it would misread."""
+        if value is None:
+            return value
+        user, sep, password = value.get_secret_value().partition(":")
+        if "," in value.get_secret_value():
+            raise ValueError("must not hold a comma (Flower reads one as a second credential)")
+        if not sep or not user or not password:
+            raise ValueError("must be user:password, with neither empty")
         return value
 
     @field_validator("kafka_brokers")
@@ -366,9 +382,10 @@ class Settings(BaseSettings):
     def public_view(self) -> dict[str, Any]:
         """Settings safe to print: secrets masked."""
         data = self.model_dump(mode="json")
-        data["flower_basic_auth"] = "***" if self.flower_basic_auth else None
+        for secret in sorted(SECRET_FIELDS):
+            data[secret] = "***" if getattr(self, secret) else None
         for key in ("database_url", "redis_url", "celery_broker_url"):
-            data[key] = re.sub(r"//([^:/@]+):[^@]+@", r"//\1:***@", data[key])
+            data[key] = re.sub(r"//([^:/@]*):[^@]+@", r"//\1:***@", data[key])
         return data
 
 
@@ -396,6 +413,10 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+# Settings whose values are secrets: never printed.
+SECRET_FIELDS = frozenset({"flower_basic_auth", "metrics_token"})
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     lines = ["bad configuration:"]
     for error in exc.errors():
@@ -404,6 +425,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         where = ".".join(loc[1:])
         value = error.get("input")
         shown = repr(value) if not isinstance(value, dict | list) else ""
+        if loc and loc[0] in SECRET_FIELDS:
+            shown = ""  # a secret is not echoed, even a wrong one
         message = error["msg"].removeprefix("Value error, ")
         detail = f" ({where})" if where else ""
         prefix = f"{variable}{detail}: " if variable else ""

@@ -1,4 +1,5 @@
-"""`python -m tasks.flower`: Flower on loopback, always behind basic authentication.
+"""`python -m tasks.flower`: Flower on loopback, always behind basic authentication
+(its /metrics too; /healthcheck stays open: it says only "OK").
 
 The credentials come from FLOWER_BASIC_AUTH (user:password); `make up` generates them
 into .run/secrets/ when the variable is not set. Flower refuses to start without them.
@@ -13,6 +14,15 @@ from core.celery_app import make_celery
 from core.settings import settings_or_exit
 
 
+def guard_metrics() -> None:
+    """Flower serves /metrics without its basic auth (the handler lacks @authenticated,
+    unlike every page and API route): put it behind the same credentials."""
+    from flower.views.monitor import Metrics
+    from tornado import web
+
+    Metrics.get = web.authenticated(Metrics.get)
+
+
 def main() -> int:
     settings = settings_or_exit()
     auth = settings.flower_basic_auth
@@ -22,6 +32,7 @@ def main() -> int:
     # Flower reads its own options from FLOWER_* variables; the password stays out of argv.
     os.environ["FLOWER_BASIC_AUTH"] = auth.get_secret_value()
     os.environ.pop("FLOWER_PORT", None)
+    guard_metrics()
     app = make_celery(settings, "flower")
     app.start(
         [

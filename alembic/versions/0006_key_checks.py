@@ -1,0 +1,37 @@
+"""API keys: a key that is not an admin's belongs to a team, and each key's last use.
+
+Without the constraint a row with is_admin = false and no team would read as a team
+key scoped to no team, which the code would treat as every team.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "api_keys",
+        sa.Column(
+            "last_used_at",
+            sa.DateTime(timezone=True),
+            comment="stamped at most every few seconds",
+        ),
+    )
+    op.create_check_constraint("api_keys_team_or_admin", "api_keys", "is_admin OR team IS NOT NULL")
+
+
+def downgrade() -> None:
+    op.drop_constraint("api_keys_team_or_admin", "api_keys", type_="check")
+    op.drop_column("api_keys", "last_used_at")
