@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, select, tuple_
+from sqlalchemy import Engine, Text, and_, cast, func, select, true, tuple_
 
 from app.models import RecordedEvent, Task, TaskPage, TaskSummary, task_links
 from core.schema import task_events, task_payloads, tasks
 from core.status import Status, progress
+
+# How many bytes of results and errors one page of a task list may carry.
+PAGE_MAX_BYTES = 4 * 1024 * 1024
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -126,13 +130,38 @@ def list_tasks(
     if cursor is not None:
         created, task_id = cursor
         conditions.append(tuple_(tasks.c.created_at, tasks.c.task_id) < tuple_(created, task_id))
-    if conditions:
-        query = query.where(and_(*conditions))
+    where = and_(*conditions) if conditions else true()
+    order = (tasks.c.created_at.desc(), tasks.c.task_id.desc())
+    size = func.coalesce(func.octet_length(cast(tasks.c.result, Text)), 0) + func.coalesce(
+        func.octet_length(tasks.c.error), 0
+    )
     with engine.connect() as conn:
-        rows = conn.execute(query.limit(limit + 1)).all()
-    page = rows[:limit]
+        # First what the page may hold: `limit` tasks, and results of PAGE_MAX_BYTES at
+        # most (at least one task), so a page of large results cannot take the process's
+        # memory; then those tasks whole.
+        sizes = conn.execute(
+            select(tasks.c.task_id, tasks.c.created_at, size.label("size"))
+            .where(where)
+            .order_by(*order)
+            .limit(limit + 1)
+        ).all()
+        kept = _within(sizes, limit)
+        ids = [row.task_id for row in kept]
+        rows = conn.execute(query.where(tasks.c.task_id.in_(ids))).all() if ids else []
     next_cursor = None
-    if len(rows) > limit:
-        last = page[-1]
+    if len(kept) < len(sizes):
+        last = kept[-1]
         next_cursor = encode_cursor(last.created_at, last.task_id)
-    return {"tasks": [_task_body(r) for r in page], "next_cursor": next_cursor}
+    return {"tasks": [_task_body(r) for r in rows], "next_cursor": next_cursor}
+
+
+def _within(sizes: Sequence[Any], limit: int) -> list[Any]:
+    """The first rows (task id, created at, size) that fit `limit` and PAGE_MAX_BYTES."""
+    kept: list[Any] = []
+    total = 0
+    for row in sizes[:limit]:
+        total += row.size
+        if kept and total > PAGE_MAX_BYTES:
+            break
+        kept.append(row)
+    return kept

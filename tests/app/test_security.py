@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy
 from flask import Flask
@@ -15,12 +16,14 @@ from sqlalchemy import Engine, insert
 
 from app import auth, health
 from app.auth import create_key
+from app.queries import PAGE_MAX_BYTES
 from core.logs import redact
 from core.schema import api_keys
 from core.settings import ConfigError, Settings, load_settings
 from ops.services import flower_credentials
 from testing.instance import Instance
 from tests.helpers import wait_for
+from tests.tasks_db import wait_terminal
 
 pytestmark = pytest.mark.stack
 
@@ -175,3 +178,28 @@ def test_flowers_metrics_ask_for_its_basic_auth(stack: Settings) -> None:
     answer = httpx.get(f"{url}/metrics", auth=(user, password), timeout=10)
     assert answer.status_code == 200 and "flower_" in answer.text
     assert httpx.get(f"{url}/healthcheck", timeout=10).text == "OK"  # liveness stays open
+
+
+def test_a_page_of_large_results_is_cut_by_bytes_and_the_cursor_goes_on(
+    api: httpx.Client, engine: Engine
+) -> None:
+    blob = "x" * 200_000  # echo returns it: each result is ~200 kB
+    mine = []
+    for _ in range(25):
+        answer = api.post(
+            "/api/v1/tasks", json={"team": "charlie", "routine": "echo", "payload": {"b": blob}}
+        )
+        mine.append(answer.json()["task_id"])
+    wait_terminal(engine, mine)
+    first = api.get("/api/v1/tasks", params={"team": "charlie", "limit": 50}).json()
+    sizes = [len(orjson.dumps(task["result"])) for task in first["tasks"]]
+    assert sum(sizes) - sizes[-1] <= PAGE_MAX_BYTES < sum(sizes) + 200_000 * 2
+    assert len(first["tasks"]) < 25 and first["next_cursor"]
+    seen, cursor = [t["task_id"] for t in first["tasks"]], first["next_cursor"]
+    while cursor and not set(mine) <= set(seen):
+        page = api.get(
+            "/api/v1/tasks", params={"team": "charlie", "limit": 50, "cursor": cursor}
+        ).json()
+        seen += [t["task_id"] for t in page["tasks"]]
+        cursor = page["next_cursor"]
+    assert set(mine) <= set(seen) and len(seen) == len(set(seen))
