@@ -75,11 +75,13 @@ def _ms(text: str) -> float:
 
 
 def bare_flask(env: dict[str, str]) -> dict[str, Any]:
-    """The same gunicorn settings, serving bench.bare_app; measured like the API."""
+    """The same gunicorn settings, serving bench.bare_app; measured like the API. It
+    runs on gunicorn's plain threaded worker (the API runs on uvicorn's, behind its
+    waiting front), so the ratio shows what the front costs too."""
     port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--config", "python:app.gunicorn_conf",
-         "bench.bare_app:create_app()"],
+         "--worker-class", "gthread", "bench.bare_app:create_app()"],
         cwd=REPO, env={**env, "API_PORT": str(port)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

@@ -238,7 +238,7 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
             # every stack on the machine (and unwritable for a user without a home).
             argv=[
                 str(VENV_BIN / "gunicorn"), "--config", "python:app.gunicorn_conf",
-                "--no-control-socket", "app:create_app()",
+                "--no-control-socket", "app.waiting:create_asgi()",
             ],
             ready=_http_ready(settings.api_port, "/healthz"),
             port=settings.api_port,

@@ -26,6 +26,7 @@ from core import metrics
 from core.dead_letters import DeadLetters, Source
 from core.messages import MalformedMessage, StatusEvent, decode_event, utcnow
 from core.settings import Settings
+from core.task_done import Announcer
 from recorder.observers import Observer
 from recorder.writer import BatchResult, write_batch
 
@@ -53,6 +54,8 @@ class Recorder:
     engine: Engine
     dead_letters: DeadLetters
     observers: list[Observer] = field(default_factory=list)
+    # Tells the API processes which tasks ended, so `?wait=` requests answer at once.
+    announcer: Announcer | None = None
     clock: Callable[[], float] = time.monotonic
     recorded: int = field(default=0, init=False)
     malformed: int = field(default=0, init=False)
@@ -76,6 +79,8 @@ class Recorder:
             self._writer.shutdown(wait=True)
             for observer in self.observers:
                 observer.close()
+            if self.announcer is not None:
+                self.announcer.close()
             self.consumer.close()
 
     def step(self, stop: threading.Event) -> BatchResult | None:
@@ -114,6 +119,11 @@ class Recorder:
             result = self._write(batch.events, stop)
         if result is None:
             return None  # stopping with the batch unwritten: it is read again on restart
+        if self.announcer is not None:
+            try:
+                self.announcer.announce(batch.events)
+            except Exception:  # it logs its own failures; this is only a backstop
+                log.exception("announcing ended tasks failed")
         self.consumer.store_offsets(
             offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.last.items()]
         )

@@ -9,6 +9,7 @@ its measurements run with their own settings.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import psycopg
@@ -76,7 +78,26 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
 
 
 PLATFORM = ["api", "recorder", "bridge"]
-_redis_db = iter(range(2, 16))
+# 14 and 15 are left to tests that name their own (tests/pipeline/test_lifecycle.py).
+REDIS_DATABASES = range(2, 14)
+
+
+def _claim_redis_db() -> tuple[int, IO[str]]:
+    """A Redis database no other instance uses, on this machine, in any process: each is
+    claimed by a lock on a file of its own, held until the instance stops (or its process
+    ends). Counting from 2 in each process instead made concurrent test runs share one:
+    one's worker took the other's Celery messages, and each run flushed it."""
+    folder = REPO / ".run" / "isolated"
+    folder.mkdir(parents=True, exist_ok=True)
+    for db in REDIS_DATABASES:
+        handle = (folder / f"redis-db-{db}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return db, handle
+    raise RuntimeError(f"every Redis database {REDIS_DATABASES} is claimed by an instance")
 
 
 class Instance:
@@ -85,7 +106,7 @@ class Instance:
         self.token = f"{name}_{uuid.uuid4().hex[:6]}"
         self.run_dir = isolated_run_dir(self.token)
         self.database = f"tp_{self.token}"
-        redis_db = next(_redis_db)
+        redis_db, self._redis_claim = _claim_redis_db()
         self.env = {k: v for k, v in os.environ.items() if k not in ("API_PORT", "RUN_DIR")}
         self.env.update(
             {
@@ -237,3 +258,4 @@ class Instance:
                 future.result(30)
         self._flush_redis()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._redis_claim.close()  # gives the database back

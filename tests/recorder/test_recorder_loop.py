@@ -207,3 +207,44 @@ def test_a_failing_observer_does_not_stop_the_others_or_the_recording(rig: Rig) 
 
     assert seen == [[sent]]
     assert rig.consumer.stored == {(STATUS, 0): 1}
+
+
+class JournalingAnnouncer:
+    """Stands in for core.task_done.Announcer: notes in the journal what it would publish."""
+
+    def __init__(self, journal: list[str], *, fails: bool = False) -> None:
+        self.journal = journal
+        self.fails = fails
+        self.batches: list[list[str]] = []
+
+    def announce(self, events: list[StatusEvent]) -> int:
+        if self.fails:
+            raise RuntimeError("announcer bug")
+        ended = [e.task_id for e in events if e.status.terminal]
+        self.batches.append(ended)
+        self.journal.append("announce")
+        return len(ended)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_tasks_ended_in_a_batch_are_announced_once_right_after_its_write(rig: Rig) -> None:
+    announcer = JournalingAnnouncer(rig.journal)
+    rig.recorder.announcer = cast(Any, announcer)
+    running, done, failed = event(), event(Status.SUCCEEDED), event(Status.FAILED)
+    for each in (running, done, failed):
+        rig.send(each)
+    rig.step()
+    rig.step()
+    assert rig.journal == ["write", "announce", "store"]
+    assert announcer.batches == [[done.task_id, failed.task_id]]
+
+
+def test_an_announcement_that_fails_does_not_stop_the_recording(rig: Rig) -> None:
+    rig.recorder.announcer = cast(Any, JournalingAnnouncer(rig.journal, fails=True))
+    rig.send(event(Status.SUCCEEDED))
+    rig.step()
+    rig.step()
+    assert rig.journal == ["write", "store"]
+    assert rig.consumer.stored == {(STATUS, 0): 1}
