@@ -92,9 +92,10 @@ class KeyStore:
             return False, None
         return time.monotonic() - hit[0] < CACHE_SECONDS, hit[1]
 
-    def lookup(self, key: str) -> Principal | None:
+    def lookup(self, key: str, *, fresh_only: bool = False) -> Principal | None:
+        """The key's principal, or None. `fresh_only`: ask Postgres whatever is cached."""
         fresh, principal = self.cached(key)
-        if fresh:
+        if fresh and not fresh_only:
             return principal
         digest = hash_key(key)
         now = time.monotonic()
@@ -141,6 +142,16 @@ class FailureLimiter:
             if len(self._buckets) > CACHE_MAX_UNKNOWN:
                 self._buckets.clear()
             self._buckets[address] = (max(0.0, self._tokens(address, now) - 1.0), now)
+
+
+def presented_key() -> str:
+    """The key of this request (authenticate() has checked it)."""
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
+
+
+def stream_owner(principal: Principal) -> str:
+    """Whose stream it is, for the per-team share of stream slots."""
+    return principal.team if principal.team is not None else f"admin:{principal.key_id}"
 
 
 def authenticate(store: KeyStore) -> Principal:

@@ -84,7 +84,8 @@ class Services:
     def stream_slots(self) -> StreamSlots:
         """This process's live-stream slots: a quarter of API_THREADS, at least one."""
         return self._lazy(
-            "stream_slots", lambda: StreamSlots(max(1, self.settings.api_threads // 4))
+            "stream_slots",
+            lambda: StreamSlots(max(1, self.settings.api_threads // 4), self.settings.teams),
         )
 
     def _build_submission(self) -> Submission:

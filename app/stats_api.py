@@ -1,6 +1,7 @@
-"""`/api/v1/stats`: stream statistics (counts by status, success rate, throughput, in-flight,
-latency percentiles; overall and by team, priority and routine) over a sliding window, and
-`/api/v1/stats/stream`, the same figures live as server-sent events with chart history.
+"""`/api/v1/stats`: stream statistics (counts by status, success rate, throughput, in flight
+and scheduled now, latency percentiles; overall and by team, priority and routine) over a
+sliding window, and `/api/v1/stats/stream`, the same figures live as server-sent events
+with chart history.
 
 A team key sees its own team's figures only; an admin key sees everything (and may narrow
 to one team with `team=`). The figures come from the recorder's snapshot in Redis.
@@ -9,15 +10,16 @@ to one team with `team=`). The figures come from the recorder's snapshot in Redi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response
 
 from app.api import principal
+from app.auth import presented_key, stream_owner
 from app.errors import BadRequest, Unavailable
 from app.http import json_response, query_args
 from app.services import services
-from app.sse import sse_comment, sse_event, sse_response, sse_retry
+from app.sse import REVOKED, StillAllowed, sse_comment, sse_event, sse_response, sse_retry
 from app.stats_store import StatsStore, StatsUnavailable
 from app.stats_view import recent_view, stats_view
 from core.stats_shape import Snapshot
@@ -75,17 +77,25 @@ def stream_stats() -> Response:
     window, team, lifetime = _window(args), _team(args), _max_seconds(args)
     store = services().stats_store
     _snapshot(store)  # 503 now, rather than an empty stream, if there are no figures
-    chunks = _stream(store, window, team, lifetime)
+    keys, key, owner = services().keys, presented_key(), stream_owner(principal())
+    allowed = StillAllowed(lambda: keys.lookup(key, fresh_only=True) is not None)
+    chunks = _stream(store, window, team, lifetime, allowed)
     slots = services().stream_slots
-    slots.take()
-    return sse_response(chunks, slots)
+    slots.take(owner)
+    return sse_response(chunks, slots, owner)
 
 
-def _stream(store: StatsStore, window: str, team: str | None, lifetime: float) -> Iterator[bytes]:
+def _stream(
+    store: StatsStore,
+    window: str,
+    team: str | None,
+    lifetime: float,
+    allowed: Callable[[], bool] = lambda: True,
+) -> Iterator[bytes]:
     """`hello`; one `point` per chart point of the history, oldest first; then, whenever
     the snapshot changed (at most once a second), its new `point`s and a `stats` event (the
     /api/v1/stats figures and the latest tasks); keep-alive comments while nothing changes;
-    `end` when the lifetime is over."""
+    `end` when the lifetime is over, or soon after the key is revoked."""
     scope = ALL if team is None else team
     started = time.monotonic()
     yield sse_retry(3000)
@@ -120,5 +130,8 @@ def _stream(store: StatsStore, window: str, team: str | None, lifetime: float) -
         if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
             yield sse_comment("keep-alive")
             quiet_since = time.monotonic()
+        if not allowed():
+            yield sse_event("end", {"reason": REVOKED, "reconnect": False})
+            return
         time.sleep(min(TICK_SECONDS, max(0.0, lifetime - (time.monotonic() - started))))
     yield sse_event("end", {"reason": "lifetime", "reconnect": True})

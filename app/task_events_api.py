@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.api import principal
+from app.auth import presented_key, stream_owner
 from app.errors import BadRequest, NotFound, Unavailable
 from app.http import json_response, query_args
 from app.models import FOLLOW, RecordedEvent
 from app.queries import load_events
 from app.services import services
-from app.sse import sse_comment, sse_event, sse_response, sse_retry
+from app.sse import REVOKED, StillAllowed, sse_comment, sse_event, sse_response, sse_retry
 from core.messages import TaskRequest, event_id
 from core.schema import tasks
 from core.status import Status
@@ -80,18 +81,24 @@ def read_events(task_id: str) -> Response:
             return json_response(recorded)
     except SQLAlchemyError:
         raise Unavailable("the task store cannot be reached; retry shortly") from None
-    chunks = _follow(engine, parsed, FOLLOW_SECONDS, cached)
+    store, key, owner = services().keys, presented_key(), stream_owner(principal())
+    allowed = StillAllowed(lambda: store.lookup(key, fresh_only=True) is not None)
     slots = services().stream_slots
-    slots.take()
-    return sse_response(chunks, slots)
+    slots.take(owner)
+    return sse_response(_follow(engine, parsed, FOLLOW_SECONDS, cached, allowed), slots, owner)
 
 
 def _follow(
-    engine: Engine, task_id: uuid.UUID, lifetime: float, cached: TaskRequest | None
+    engine: Engine,
+    task_id: uuid.UUID,
+    lifetime: float,
+    cached: TaskRequest | None,
+    allowed: Callable[[], bool],
 ) -> Iterator[bytes]:
     """Each recorded event once (as `status`, with its event id), in order, as it is
-    recorded; then `end` after the terminal event, or when the lifetime is over. A task
-    not yet in Postgres starts with its ACCEPTED event from the accepted-task cache."""
+    recorded; then `end` after the terminal event, when the lifetime is over, or when the
+    key was revoked. A task not yet in Postgres starts with its ACCEPTED event from the
+    accepted-task cache."""
     started = time.monotonic()
     sent: set[str] = set()
     quiet_since = started
@@ -118,6 +125,9 @@ def _follow(
             return
         if time.monotonic() - started >= lifetime:
             yield sse_event("end", {"reason": "timeout"})
+            return
+        if not allowed():
+            yield sse_event("end", {"reason": REVOKED})
             return
         if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
             yield sse_comment("keep-alive")

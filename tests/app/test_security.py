@@ -203,3 +203,20 @@ def test_a_page_of_large_results_is_cut_by_bytes_and_the_cursor_goes_on(
         seen += [t["task_id"] for t in page["tasks"]]
         cursor = page["next_cursor"]
     assert set(mine) <= set(seen) and len(seen) == len(set(seen))
+
+
+def test_a_revoked_keys_open_stream_ends_soon_after(api_url: str, engine: Engine) -> None:
+    key_id, key = create_key(engine, team="bravo", admin=False)
+    headers = {"Authorization": f"Bearer {key}"}
+    with (
+        httpx.Client(base_url=api_url, headers=headers, timeout=30) as client,
+        client.stream("GET", "/api/v1/stats/stream", params={"max_seconds": 120}) as stream,
+    ):
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        wait_for(lambda: next(lines).startswith("event: hello"), what="the stream's hello")
+        assert _cli("revoke", key_id).exit_code == 0
+        # The stream ends by itself (not at max_seconds): its last event says why.
+        rest = list(lines)
+    ends = [i for i, line in enumerate(rest) if line == "event: end"]
+    assert ends and '"reason":"revoked"' in rest[ends[-1] + 1]
