@@ -97,13 +97,29 @@ def test_sse_framing_and_the_per_process_stream_cap() -> None:
     assert sse_event("status", {"a": 1}, event_id="x") == b'id: x\nevent: status\ndata: {"a":1}\n\n'
     assert sse_comment("keep-alive") == b": keep-alive\n\n"
     slots = StreamSlots(2)
-    slots.take()
-    slots.take()
+    slots.take("alpha")
+    slots.take("alpha")
     with pytest.raises(TooManyRequests) as refused:
-        slots.take()
+        slots.take("alpha")
     assert refused.value.headers["Retry-After"]
-    slots.give_back()
-    slots.take()
+    slots.give_back("alpha")
+    slots.take("alpha")
+
+
+def test_one_team_cannot_take_every_stream_slot() -> None:
+    slots = StreamSlots(4, ["alpha", "bravo", "charlie"])
+    slots.take("alpha")
+    slots.take("alpha")  # two left, one for each team without a stream
+    with pytest.raises(TooManyRequests):
+        slots.take("alpha")
+    with pytest.raises(TooManyRequests):
+        slots.take("admin:k1")  # an admin key leaves them too
+    slots.take("bravo")
+    slots.take("charlie")  # each other team still got one
+    with pytest.raises(TooManyRequests):
+        slots.take("charlie")  # all four taken
+    slots.give_back("alpha")
+    slots.take("charlie")
 
 
 class _MissingStore(StatsStore):
