@@ -96,6 +96,25 @@ class TaskListQuery(TypedDict, total=False):
     cursor: Annotated[str, Field(description="next_cursor of the page before")]
 
 
+MAX_WAIT_SECONDS = 60
+
+
+class WaitQuery(TypedDict, total=False):
+    """`wait`: how long to wait for the task to end (GET one task, or submit one)."""
+
+    wait: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=MAX_WAIT_SECONDS,
+            description="Wait up to this many seconds (fractions allowed) for the task to end: "
+            "the answer comes as soon as it has a terminal status, or after `wait` seconds "
+            "with the task as it is then. A waiting request holds no server thread. Any "
+            "other value is a 400 naming `wait`.",
+        ),
+    ]
+
+
 # The values of `follow` and what each means.
 FOLLOW = {"1": True, "true": True, "0": False, "false": False}
 

@@ -73,9 +73,19 @@ class Operation:
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/api/v1/tasks", "post"): Operation(
         "Submit a task",
+        description="With `wait`, the submit then waits for the task to end: 200 with the "
+        "task if it ended in time, else 202 with the task as it is then. The submit's own "
+        "errors come at once.",
         operation_id="submitTask",
         body=models.SubmitRequest,
-        answers={202: ("Accepted: durable in Kafka", models.AcceptedTask)},
+        query=models.WaitQuery,
+        answers={
+            200: ("Submitted with `wait`, and ended in time: the task", models.Task),
+            202: (
+                "Accepted: durable in Kafka (with `wait`: the task as it is at the deadline)",
+                models.AcceptedTask | models.Task,
+            ),
+        },
         errors=(400, 401, 403, 413, 415, 422, 429, 503),
     ),
     ("/api/v1/tasks", "get"): Operation(
@@ -95,7 +105,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/api/v1/tasks/{task_id}", "get"): Operation(
         "A task with its status, result and timeline",
         operation_id="getTask",
-        answers={200: ("The task", models.Task)},
+        query=models.WaitQuery,
+        answers={200: ("The task (with `wait`: once ended, or at the deadline)", models.Task)},
         errors=(400, 401, 404),
     ),
     ("/api/v1/tasks/{task_id}/cancel", "post"): Operation(
