@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup up down status migrate test pytest lint typecheck unit demo bench clean
+.PHONY: setup up down status migrate test pytest lint typecheck unit demo bench clean lock
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +44,10 @@ demo: up
 
 bench: up
 	@$(PY) -m bench
+
+# Rewrites requirements.lock and requirements-dev.lock (pinned, with hashes) from the .txt files.
+lock:
+	@bash scripts/lock.sh
 
 clean: down
 	rm -rf .run

@@ -31,7 +31,8 @@ def fetch_jars() -> Path:
     target.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            "mvn", "-q", "-B", "-f", str(POM),
+            # --strict-checksums: a jar whose checksum does not match is refused.
+            "mvn", "-q", "-B", "--strict-checksums", "-f", str(POM),
             "dependency:copy-dependencies", f"-DoutputDirectory={target}",
         ],
         check=True,

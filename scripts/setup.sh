@@ -143,15 +143,16 @@ if [[ $(id -u) -eq 0 ]] && have pg_lsclusters && pg_lsclusters -h 2>/dev/null | 
 fi
 
 stamp=.venv/.requirements.sha256
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements-dev.lock | sha256sum | cut -d' ' -f1)
 if ! venv_usable; then
     # Missing, made by an interpreter that is gone or too old, or left half-made.
     echo "setup: creating .venv from $base_python (Python $(py_version "$base_python"))"
     "$base_python" -m venv --clear .venv
 fi
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-    echo "setup: installing Python packages (requirements-dev.txt)"
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+    # From the lock, each file checked against its hash: nothing unpinned or altered.
+    echo "setup: installing Python packages (requirements-dev.lock, hashes required)"
+    .venv/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
     echo "$want" >"$stamp"
 fi
 
