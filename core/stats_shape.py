@@ -18,9 +18,9 @@ from typing_extensions import TypedDict
 from core.status import OUTCOMES, SUCCESS, Status
 from core.status import names as status_names
 
-VERSION = 1
-# The latencies measured, in ms: wait = ACCEPTED -> first STARTED, run = last STARTED ->
-# end, end_to_end = ACCEPTED -> end.
+VERSION = 2  # 2: `scheduled` in summaries and chart points, `evicted_scheduled`
+# The latencies measured, in ms: wait = ACCEPTED (a scheduled task: its run_at, if later) ->
+# first STARTED, run = last STARTED -> end, end_to_end = ACCEPTED -> end.
 METRICS = ("wait", "run", "end_to_end")
 # How a summary breaks down below "overall" (each dimension is a `by_<dimension>` key).
 DIMENSIONS = ("priority", "routine")
@@ -49,7 +49,8 @@ class Summary(Counts):
     terminal: int
     success_rate: float | None
     throughput_per_s: float
-    in_flight: int
+    in_flight: int  # now: accepted, not finished, not scheduled (not windowed)
+    scheduled: int  # now: waiting for their run_at (not windowed)
     latency_ms: dict[str, Latency]  # by metric (METRICS)
 
 
@@ -91,6 +92,7 @@ class Tracking(TypedDict):
     tasks: int
     event_ids: int
     evicted_in_flight: int
+    evicted_scheduled: int
 
 
 class Snapshot(TypedDict):
@@ -113,6 +115,7 @@ class ChartPoint(TypedDict):
     t: int
     throughput: dict[str, float]  # "total" and each priority
     in_flight: dict[str, int]  # "total" and each priority
+    scheduled: dict[str, int]  # "total" and each priority
     wait_p50: dict[str, float | None]  # by priority
     wait_p90: dict[str, float | None]
     throughput_by_team: dict[str, float]
@@ -123,6 +126,7 @@ def summary(
     *,
     covered_seconds: int,
     in_flight: int,
+    scheduled: int,
     latency_ms: dict[str, Latency],
 ) -> Summary:
     """A group's summary from its counts: finished tasks, the share that succeeded, and
@@ -136,6 +140,7 @@ def summary(
         "success_rate": round(outcomes[SUCCESS.value] / terminal, 4) if terminal else None,
         "throughput_per_s": round(terminal / covered_seconds, 3) if covered_seconds else 0.0,
         "in_flight": in_flight,
+        "scheduled": scheduled,
         "latency_ms": latency_ms,
     }
 
@@ -158,5 +163,6 @@ def empty_summary() -> Summary:
         empty_counts(),
         covered_seconds=0,
         in_flight=0,
+        scheduled=0,
         latency_ms={metric: empty_latency() for metric in METRICS},
     )

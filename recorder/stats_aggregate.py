@@ -7,7 +7,9 @@ the caller's clock.
 
 Windows are over arrival time and hold whole closed seconds, so a new event counts from
 the next second on. Latencies come from the events' own timestamps (`at`):
-wait = ACCEPTED -> first STARTED, run = last STARTED -> end, end_to_end = ACCEPTED -> end.
+wait = ACCEPTED (or a scheduled task's run_at, if later) -> first STARTED,
+run = last STARTED -> end, end_to_end = ACCEPTED -> end. In flight and scheduled are
+counts of now, not of a window.
 """
 
 from __future__ import annotations
@@ -105,9 +107,10 @@ class StreamAggregator:
             )
         return groups
 
-    def _in_flight(self) -> Counter[Group]:
+    def _by_group(self, by_labels: Counter[Labels]) -> Counter[Group]:
+        """Tasks counted by their labels (in flight, scheduled), spread over their groups."""
         by_group: Counter[Group] = Counter()
-        for labels, count in self.tracker.in_flight.items():
+        for labels, count in by_labels.items():
             for group in self._groups_of(labels):
                 by_group[group] += count
         return by_group
@@ -118,7 +121,8 @@ class StreamAggregator:
         """Every window's figures for everyone and for each team, totals since the start,
         and each team's most recently active tasks."""
         self.advance(now)
-        in_flight = self._in_flight()
+        in_flight = self._by_group(self.tracker.in_flight)
+        scheduled = self._by_group(self.tracker.scheduled)
         windows: dict[str, Window] = {}
         for name in self.window_names:
             window = self.timeline.windows[name]
@@ -131,13 +135,14 @@ class StreamAggregator:
                     _counts(tally.counts.get(group, Counter())),
                     covered_seconds=covered,
                     in_flight=in_flight[group],
+                    scheduled=scheduled[group],
                     latency_ms={metric: _latency(tally, (group, metric)) for metric in METRICS},
                 )
 
             windows[name] = {
                 "seconds": window.seconds,
                 "covered_seconds": covered,
-                "scopes": _breakdowns(self._layout(tally, in_flight), summary),
+                "scopes": _breakdowns(self._layout(tally, in_flight + scheduled), summary),
             }
         return {
             "version": stats_shape.VERSION,
@@ -155,16 +160,17 @@ class StreamAggregator:
                 "tasks": self.tracker.tracked,
                 "event_ids": len(self.tracker.event_ids),
                 "evicted_in_flight": self.tracker.evicted_in_flight,
+                "evicted_scheduled": self.tracker.evicted_scheduled,
             },
         }
 
-    def _layout(self, tally: Tally, in_flight: Counter[Group]) -> Layout:
+    def _layout(self, tally: Tally, now: Counter[Group]) -> Layout:
         """Scope -> dimension -> the values to report: every configured team and priority,
-        and whatever else has figures."""
+        and whatever else has figures (in the tally, or counted `now`)."""
         layout: dict[str, dict[str, set[str]]] = {
             scope: {"priority": set(PRIORITIES), "routine": set()} for scope in (ALL, *self.teams)
         }
-        for scope, dim, value in (*tally.counts, *(key[0] for key in tally.bins), *in_flight):
+        for scope, dim, value in (*tally.counts, *(key[0] for key in tally.bins), *now):
             dims = layout.setdefault(scope, {"priority": set(PRIORITIES), "routine": set()})
             if dim != "overall":
                 dims[dim].add(value)
@@ -188,13 +194,20 @@ class StreamAggregator:
 
     def chart_points(self, now: float) -> dict[str, ChartPoint]:
         """One point per scope for the live charts, over the trailing chart window:
-        throughput, in-flight and wait p50/p90 by priority, throughput by team."""
+        throughput, in flight, scheduled and wait p50/p90 by priority, throughput by team."""
         self.advance(now)
         window = self.timeline.windows[_CHART]
         window.settle()
         tally = window.tally
         covered = self.timeline.covered(_CHART)
-        in_flight = self._in_flight()
+        in_flight = self._by_group(self.tracker.in_flight)
+        scheduled = self._by_group(self.tracker.scheduled)
+
+        def now_by_priority(counts: Counter[Group], scope: str) -> dict[str, int]:
+            return {
+                "total": counts[(scope, "overall", "")],
+                **{p: counts[(scope, "priority", p)] for p in PRIORITIES},
+            }
 
         def rate(group: Group) -> float:
             done = sum(tally.counts.get(group, Counter())["o:" + s.value] for s in OUTCOMES)
@@ -213,10 +226,8 @@ class StreamAggregator:
                     "total": rate((scope, "overall", "")),
                     **{p: rate((scope, "priority", p)) for p in PRIORITIES},
                 },
-                "in_flight": {
-                    "total": in_flight[(scope, "overall", "")],
-                    **{p: in_flight[(scope, "priority", p)] for p in PRIORITIES},
-                },
+                "in_flight": now_by_priority(in_flight, scope),
+                "scheduled": now_by_priority(scheduled, scope),
                 "wait_p50": {p: wait(scope, p, 0.5) for p in PRIORITIES},
                 "wait_p90": {p: wait(scope, p, 0.9) for p in PRIORITIES},
                 "throughput_by_team": {team: rate((team, "overall", "")) for team in teams},

@@ -9,8 +9,9 @@
   const CONTRACT = JSON.parse(document.getElementById("contract").textContent);
   const PRIORITIES = CONTRACT.priorities;
   const COLORS = Object.assign({total: "#333333"}, CONTRACT.colors);
-  // Every way a task can end other than success ("failed", "dead-lettered", ...).
-  const FAILURES = CONTRACT.outcomes.filter((status) => status !== CONTRACT.success);
+  const STATUS_COLORS = CONTRACT.status_colors;
+  // Every way a task can end other than success ("failed", "dead-lettered", "cancelled", ...).
+  const UNSUCCESSFUL = CONTRACT.outcomes.filter((status) => status !== CONTRACT.success);
   const TEAM_COLORS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
   const MAX_POINTS = 900;
 
@@ -160,6 +161,7 @@
       setConnection("live", "live");
       $("updated").textContent = "updated " + new Date(data.stats.generated_at).toLocaleTimeString();
       renderCards(data.stats);
+      renderOutcomes(data.stats);
       renderBreakdown($("team-table"), "team", data.stats.by_team);
       renderBreakdown($("priority-table"), "priority", data.stats.by_priority);
       renderRecent(data.recent);
@@ -199,6 +201,7 @@
     return {
       throughput: new LineChart($("chart-throughput"), {series: prioritySeries(true), unit: "/s"}),
       inFlight: new LineChart($("chart-in-flight"), {series: prioritySeries(true)}),
+      scheduled: new LineChart($("chart-scheduled"), {series: prioritySeries(true)}),
       wait: new LineChart($("chart-wait"), {series: waitSeries, unit: "ms"}),
       teams: new LineChart($("chart-teams"), {series: [], unit: "/s"}),
     };
@@ -208,6 +211,8 @@
     if (!charts) return;
     charts.throughput.setData(points.map((p) => ({t: p.t, values: p.throughput})));
     charts.inFlight.setData(points.map((p) => ({t: p.t, values: p.in_flight})));
+    // Points written before the recorder counted scheduled tasks have no such figure.
+    charts.scheduled.setData(points.map((p) => ({t: p.t, values: p.scheduled || {}})));
     charts.wait.setData(points.map((p) => {
       const values = {};
       for (const q of PRIORITIES) {
@@ -242,18 +247,18 @@
     return td;
   }
 
-  function failed(outcomes) {
-    return FAILURES.reduce((sum, status) => sum + outcomes[status], 0);
+  function count(value) {
+    return value === null || value === undefined ? "–" : String(value);
   }
 
   function renderCards(stats) {
     const o = stats.overall;
     const cards = [
       ["throughput", o.throughput_per_s.toFixed(2) + " /s"],
-      ["in flight", String(o.in_flight), null, "now"],
+      ["in flight", count(o.in_flight), null, "now"],
+      ["scheduled", count(o.scheduled), "waiting for their run_at", "now"],
       ["success rate", percent(o.success_rate)],
-      ["finished", String(o.terminal),
-        FAILURES.map((status) => o.outcomes[status] + " " + CONTRACT.labels[status]).join(" · ")],
+      ["finished", String(o.terminal)],
       ["wait p50 / p90", ms(o.latency_ms.wait.p50) + " / " + ms(o.latency_ms.wait.p90) + " ms"],
       ["run p50 / p99", ms(o.latency_ms.run.p50) + " / " + ms(o.latency_ms.run.p99) + " ms"],
       ["end-to-end p99", ms(o.latency_ms.end_to_end.p99) + " ms"],
@@ -275,25 +280,66 @@
     }
   }
 
+  // One tile per way a task can end, in its colour: how many ended so in the window.
+  function renderOutcomes(stats) {
+    const box = $("outcomes");
+    box.replaceChildren();
+    for (const status of CONTRACT.outcomes) {
+      const tile = document.createElement("div");
+      tile.className = "card outcome";
+      tile.dataset.outcome = status;
+      tile.style.borderLeftColor = STATUS_COLORS[status];
+      const v = document.createElement("div");
+      v.className = "value";
+      v.style.color = STATUS_COLORS[status];
+      v.textContent = count(stats.overall.outcomes[status]);
+      const l = document.createElement("div");
+      l.className = "label";
+      l.textContent = CONTRACT.labels[status] + " · last " + stats.window;
+      tile.append(v, l);
+      box.appendChild(tile);
+    }
+  }
+
+  // Columns: the group, finished, each way to end but success, then the other figures.
+  // Each cell carries its column's title (data-column), for people and tests.
+  function breakdownColumns(name) {
+    return [
+      {title: name, value: (key) => key},
+      {title: "finished", value: (key, s) => String(s.terminal)},
+      ...UNSUCCESSFUL.map((status) => ({
+        title: CONTRACT.labels[status],
+        color: STATUS_COLORS[status],
+        value: (key, s) => count(s.outcomes[status]),
+      })),
+      {title: "success", value: (key, s) => percent(s.success_rate)},
+      {title: "tasks/s", value: (key, s) => s.throughput_per_s.toFixed(2)},
+      {title: "in flight", value: (key, s) => count(s.in_flight)},
+      {title: "scheduled", value: (key, s) => count(s.scheduled)},
+      {title: "wait p50", value: (key, s) => ms(s.latency_ms.wait.p50)},
+      {title: "wait p90", value: (key, s) => ms(s.latency_ms.wait.p90)},
+      {title: "run p50", value: (key, s) => ms(s.latency_ms.run.p50)},
+      {title: "e2e p99", value: (key, s) => ms(s.latency_ms.end_to_end.p99)},
+    ];
+  }
+
   function renderBreakdown(table, name, groups) {
+    const columns = breakdownColumns(name);
     const head = document.createElement("thead");
     const hr = document.createElement("tr");
     head.appendChild(hr);
-    for (const title of [name, "finished", "failed", "success", "tasks/s", "in flight",
-      "wait p50", "wait p90", "run p50", "e2e p99"]) {
+    for (const column of columns) {
       const th = document.createElement("th");
-      th.textContent = title;
+      th.textContent = column.title;
+      if (column.color) th.style.color = column.color;
       hr.appendChild(th);
     }
     const body = document.createElement("tbody");
     for (const [key, s] of Object.entries(groups)) {
       const tr = document.createElement("tr");
       tr.dataset.group = key;
-      for (const text of [key, String(s.terminal), String(failed(s.outcomes)),
-        percent(s.success_rate), s.throughput_per_s.toFixed(2), String(s.in_flight),
-        ms(s.latency_ms.wait.p50), ms(s.latency_ms.wait.p90), ms(s.latency_ms.run.p50),
-        ms(s.latency_ms.end_to_end.p99)]) {
-        cell(tr, text);
+      for (const column of columns) {
+        cell(tr, column.value(key, s)).dataset.column = column.title;
       }
       body.appendChild(tr);
     }
@@ -311,7 +357,8 @@
       cell(tr, task.team);
       cell(tr, task.routine);
       cell(tr, task.priority, "priority-" + task.priority);
-      cell(tr, task.status, "status status-" + task.status);
+      const status = cell(tr, CONTRACT.labels[task.status] || task.status, "status");
+      status.style.color = STATUS_COLORS[task.status] || "";
       cell(tr, new Date(task.at).toLocaleTimeString());
       rows.push(tr);
     }

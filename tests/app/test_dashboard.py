@@ -1,12 +1,14 @@
 """The live dashboard in a real headless browser (Debian's chromium, driven by Playwright):
-the page asks for a key, refuses a bad one, draws its charts from the stats stream, and a
-task submitted through the API shows up. A screenshot under load goes to reports/."""
+the page asks for a key, refuses a bad one, draws its charts from the stats stream, a task
+submitted through the API shows up, and scheduled, cancelled and expired tasks are counted.
+A screenshot under load goes to reports/."""
 
 from __future__ import annotations
 
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from core.status import OUTCOMES, Status
 from tests.helpers import wait_for
 from tests.tasks_db import submit_batch
 
@@ -32,7 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CHARTS = ("chart-throughput", "chart-in-flight", "chart-wait", "chart-teams")
+CHARTS = ("chart-throughput", "chart-in-flight", "chart-scheduled", "chart-wait", "chart-teams")
 WAIT_MS = 60_000  # every browser-side wait has this deadline
 
 # Pixels of a series colour (not the white background, grey grid or black text) inside the
@@ -181,6 +184,62 @@ def test_the_dashboard_asks_for_a_key_draws_live_charts_and_shows_a_new_task(
     assert load.error is None, load.error
     assert load.ids, "the load generator submitted tasks"
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+AT_LEAST_ONE_JS = "(selector) => Number(document.querySelector(selector)?.textContent) >= 1"
+
+
+def _number(page: Page, selector: str) -> int:
+    """The whole number a tile or cell shows (-1 while it shows none)."""
+    text = (page.locator(selector).text_content() or "").strip()
+    return int(text) if text.isdigit() else -1
+
+
+def test_the_dashboard_counts_scheduled_cancelled_and_expired_tasks(
+    page: Page, api_url: str, team_key: Callable[[str], str], api: httpx.Client
+) -> None:
+    _log_in(page, api_url, team_key("charlie"))
+    expect(page.locator("#scope")).to_have_text("team charlie")
+    # An outcome tile for every way a task can end, in core/status.py's order.
+    outcomes = page.locator("#outcomes [data-outcome]")
+    expect(outcomes.first).to_be_visible()
+    assert outcomes.evaluate_all("tiles => tiles.map(t => t.dataset.outcome)") == [
+        s.value for s in OUTCOMES
+    ]
+
+    item = {"team": "charlie", "routine": "noop"}
+    waiting, cancelled = submit_batch(api, [{**item, "delay_seconds": 3600}] * 2)
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    (expired,) = submit_batch(api, [{**item, "expires_at": past}])
+    try:
+        for task_id in (waiting, cancelled):
+            row = page.locator(f'#recent-table tr[data-task-id="{task_id}"]')
+            expect(row).to_have_attribute("data-status", Status.SCHEDULED.value)
+        page.wait_for_function(
+            "() => Number(document.querySelector('[data-metric=\"scheduled\"] .value')"
+            ".textContent) >= 2"
+        )
+        assert api.post(f"/api/v1/tasks/{cancelled}/cancel").status_code == 202
+        for task_id, status in ((cancelled, Status.CANCELLED), (expired, Status.EXPIRED)):
+            row = page.locator(f'#recent-table tr[data-task-id="{task_id}"]')
+            expect(row).to_have_attribute("data-status", status.value)
+            expect(row.locator("td.status")).to_have_text(status.label)
+            # Counted in the window: its tile, and its column of the team's row.
+            tile = f'#outcomes [data-outcome="{status.value}"] .value'
+            page.wait_for_function(AT_LEAST_ONE_JS, arg=tile)
+            column = f'#team-table tr[data-group="charlie"] td[data-column="{status.label}"]'
+            assert _number(page, column) >= 1
+        scheduled = '#team-table tr[data-group="charlie"] td[data-column="scheduled"]'
+        assert _number(page, scheduled) >= 1
+        page.wait_for_function(
+            "(id) => Number(document.getElementById(id).dataset.series) > 0",
+            arg="chart-scheduled",
+        )
+    finally:
+        for task_id in (waiting, cancelled):  # nothing left to run an hour from now
+            api.post(f"/api/v1/tasks/{task_id}/cancel")
+    row = page.locator(f'#recent-table tr[data-task-id="{waiting}"]')
+    expect(row).to_have_attribute("data-status", Status.CANCELLED.value)
 
 
 def test_a_team_key_shows_that_team_only(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
@@ -21,6 +22,7 @@ from app.stats_store import StatsStore, StatsUnavailable
 from app.stats_view import recent_view, stats_view
 from core.percentiles import SUMMARY_PERCENTS, summary
 from core.settings import Settings
+from core.status import OUTCOMES, Status
 from recorder.stats_windows import RELATIVE_ACCURACY
 from tests.app.sse_client import read_events
 from tests.helpers import wait_for
@@ -34,7 +36,7 @@ TEAMS = ["alpha", "bravo", "charlie"]
 
 
 def _summary(terminal: int) -> dict[str, Any]:
-    return {"terminal": terminal, "in_flight": 0}
+    return {"terminal": terminal, "in_flight": 0, "scheduled": 0}
 
 
 def _scope(terminal: int, routines: dict[str, int]) -> dict[str, Any]:
@@ -182,9 +184,23 @@ def _ms(later: datetime, earlier: datetime) -> float:
 OWN_TEAM = "stats-known-set"
 
 
+def _unused_redis_url(stack: Settings) -> str:
+    """A Redis database nobody uses now, from the top down. (testing.instance numbers its
+    databases from 2 in each process, so concurrent test runs would share one: its Celery
+    queues too, and each run flushes it.)"""
+    for db in range(15, 1, -1):
+        client = redis.Redis(port=stack.redis_port, db=db)
+        try:
+            if client.dbsize() == 0:
+                return f"redis://127.0.0.1:{stack.redis_port}/{db}"
+        finally:
+            client.close()
+    pytest.skip("every Redis database is in use")
+
+
 @pytest.fixture(scope="module")
 def own_team(stack: Settings) -> Iterator[Instance]:
-    with Instance(stack, "stats", TEAMS=OWN_TEAM).running(
+    with Instance(stack, "stats", TEAMS=OWN_TEAM, REDIS_URL=_unused_redis_url(stack)).running(
         ["api", "recorder", "bridge", "worker-1"]
     ) as instance:
         yield instance
@@ -250,10 +266,14 @@ def test_stats_match_a_known_submitted_set(own_team: Instance) -> None:
     assert Counter(final.values()) == {"SUCCEEDED": successes, "FAILED": failures}
     started = sum(e.status == "STARTED" for timeline in timelines.values() for e in timeline)
     assert started == successes * 2 + failures * 4  # what `fail` promises
-    assert window["outcomes"] == {"SUCCEEDED": successes, "FAILED": failures, "DEAD_LETTERED": 0}
+    assert window["outcomes"] == {
+        **dict.fromkeys((s.value for s in OUTCOMES), 0),
+        "SUCCEEDED": successes,
+        "FAILED": failures,
+    }
     assert window["terminal"] == successes + failures
     assert window["success_rate"] == round(successes / (successes + failures), 4)
-    assert window["in_flight"] == 0
+    assert window["in_flight"] == window["scheduled"] == 0
 
     def at(task_id: str, status: str) -> list[datetime]:
         return sorted(e.at for e in timelines[task_id] if e.status == status)
@@ -277,6 +297,91 @@ def test_stats_match_a_known_submitted_set(own_team: Instance) -> None:
             # to the microsecond (0.0005 ms) that matters for sub-millisecond run times.
             tolerance = RELATIVE_ACCURACY * expected + 0.0005
             assert found[name] == pytest.approx(expected, abs=tolerance), (metric, name)
+
+
+@pytest.mark.stack
+def test_stats_count_scheduled_cancelled_and_expired_tasks(own_team: Instance) -> None:
+    """Three `noop` tasks scheduled an hour ahead count as scheduled, not in flight; each
+    cancelled while it waits leaves that count as CANCELLED. A `sleep` task whose expires_at
+    has passed ends EXPIRED, never started. An `echo` task scheduled 2 s ahead runs, and its
+    wait counts from its run_at, its end-to-end time from its acceptance."""
+    key = create_key(own_team.engine, team=OWN_TEAM, admin=False)[1]
+    item = {"team": OWN_TEAM, "priority": "low"}
+    with own_team.client(key) as client:
+        wait_for(
+            lambda: client.get("/api/v1/stats").status_code == 200,
+            timeout=30,
+            what="the instance's first statistics",
+        )
+
+        def routine(name: str) -> dict[str, Any]:
+            found: dict[str, Any] = _stats(client, window="5m")["by_routine"].get(name, {})
+            return found
+
+        def figures(name: str, *keys: str) -> tuple[Any, ...]:
+            found = routine(name)
+            return tuple(found.get(k) for k in keys)
+
+        def ended(name: str, count: int) -> Callable[[], dict[str, Any] | None]:
+            """A wait condition: the routine's figures once `count` of its tasks ended."""
+            return lambda: found if (found := routine(name)).get("terminal") == count else None
+
+        later = submit_batch(client, [{**item, "routine": "noop", "delay_seconds": 3600}] * 3)
+        soon = submit_batch(client, [{**item, "routine": "echo", "delay_seconds": 2}])
+        past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        expired = submit_batch(client, [{**item, "routine": "sleep", "expires_at": past}])
+
+        wait_for(
+            lambda: figures("noop", "scheduled", "in_flight") == (3, 0),
+            timeout=30,
+            what="three noop tasks scheduled, none in flight",
+        )
+        assert client.post(f"/api/v1/tasks/{later[0]}/cancel").status_code == 202
+        noop = wait_for(ended("noop", 1), timeout=30, what="the cancel in the window")
+        assert (noop["scheduled"], noop["in_flight"]) == (2, 0)
+        assert noop["outcomes"]["CANCELLED"] == 1
+
+        final = wait_terminal(own_team.engine, soon + expired)
+        assert final == {soon[0]: "SUCCEEDED", expired[0]: "EXPIRED"}
+        task = client.get(f"/api/v1/tasks/{soon[0]}").json()
+        timeline = events(own_team.engine, soon)[soon[0]]
+        started = min(e.at for e in timeline if e.status == "STARTED")
+        succeeded = max(e.at for e in timeline if e.status == "SUCCEEDED")
+        accepted = min(e.at for e in timeline if e.status == "ACCEPTED")
+        run_at = datetime.fromisoformat(task["run_at"])
+        assert timeline[0].status == "ACCEPTED"
+        assert "SCHEDULED" in [e.status for e in timeline]
+
+        echo = wait_for(ended("echo", 1), timeout=30, what="the scheduled task in the window")
+        assert (echo["scheduled"], echo["in_flight"]) == (0, 0)
+        assert echo["latency_ms"]["wait"]["count"] == 1
+        assert echo["latency_ms"]["wait"]["max"] == pytest.approx(
+            _ms(started, max(accepted, run_at)), abs=0.01
+        )
+        assert echo["latency_ms"]["end_to_end"]["max"] == pytest.approx(
+            _ms(succeeded, accepted), abs=0.01
+        )
+        assert _ms(succeeded, accepted) >= 2000  # its delay is in end_to_end, not in wait
+
+        sleep = wait_for(ended("sleep", 1), timeout=30, what="the expired task in the window")
+        assert sleep["outcomes"]["EXPIRED"] == 1
+        assert sleep["latency_ms"]["wait"]["count"] == sleep["transitions"]["STARTED"] == 0
+
+        for task_id in later[1:]:
+            assert client.post(f"/api/v1/tasks/{task_id}/cancel").status_code == 202
+        noop = wait_for(ended("noop", 3), timeout=30, what="every scheduled task cancelled")
+        assert (noop["scheduled"], noop["in_flight"]) == (0, 0)
+        totals = _stats(client)["totals"]["by_routine"]
+        assert {name: totals[name]["transitions"][Status.SCHEDULED.value] for name in totals} == {
+            "noop": 3,
+            "echo": 1,
+            "sleep": 0,
+            **({"fail": 0} if "fail" in totals else {}),  # the known set, if it ran first
+        }
+        assert {
+            name: {status: n for status, n in totals[name]["outcomes"].items() if n}
+            for name in ("noop", "echo", "sleep")
+        } == {"noop": {"CANCELLED": 3}, "echo": {"SUCCEEDED": 1}, "sleep": {"EXPIRED": 1}}
 
 
 @pytest.mark.stack
@@ -343,6 +448,9 @@ def test_the_stream_sends_history_then_live_figures_for_the_callers_team_and_end
             assert data["stats"]["team"] == "charlie"
             assert list(data["stats"]["by_team"]) == ["charlie"]
             assert all(task["team"] == "charlie" for task in data["recent"])
+    # The newest point has the scheduled count (older history may predate it).
+    newest = [data for name, data in received if name == "point"][-1]
+    assert set(newest["scheduled"]) == set(newest["in_flight"])
     points = [data["t"] for name, data in received if name == "point"]
     assert points == sorted(set(points)), "points arrive once each, oldest first"
 
@@ -366,8 +474,12 @@ def test_the_stream_refuses_without_a_key_and_with_bad_parameters(
 def test_the_openapi_document_describes_the_stats_endpoints() -> None:
     from app.openapi import build_spec
 
-    paths = build_spec(Settings())["paths"]
+    spec = build_spec(Settings())
+    paths = spec["paths"]
     assert "/api/v1/stats" in paths
+    # Generated from core.stats_shape: a figure added there is described.
+    summary = spec["components"]["schemas"]["Summary"]
+    assert {"in_flight", "scheduled"} <= set(summary["required"])
     assert (
         "text/event-stream" in paths["/api/v1/stats/stream"]["get"]["responses"]["200"]["content"]
     )

@@ -31,7 +31,8 @@ def _counts(statuses: Iterable[Status], **counts: int) -> dict[str, int]:
 
 
 START = 1_800_000_000.0  # arrival clock (unix seconds); a whole second
-T0 = datetime(2026, 1, 1, tzinfo=UTC)  # event time base
+# Event time base: the arrival clock's start (a run_at is compared with arrival times).
+T0 = datetime.fromtimestamp(START, UTC)
 TEAMS = ["alpha", "bravo", "charlie"]
 
 
@@ -288,6 +289,196 @@ def test_a_task_without_news_past_the_horizon_is_forgotten_and_counted_as_evicte
     assert agg.tracker.in_flight.total() == 0
     assert agg.tracker.evicted_in_flight == 1
     assert agg.snapshot(START + 1202)["tracking"]["evicted_in_flight"] == 1
+
+
+# Scheduled tasks: counted apart from those in flight until they are queued.
+
+DAY_S = 86_400.0
+
+
+def _scheduled(
+    *,
+    delay_s: float,
+    wait_ms: float = 150.0,
+    run_ms: float = 50.0,
+    end: Status = Status.SUCCEEDED,
+    team: str = "alpha",
+    priority: str = "low",
+    routine: str = "echo",
+) -> list[StatusEvent]:
+    """A task accepted at 0 ms to run `delay_s` later: ACCEPTED and SCHEDULED (both carrying
+    run_at), then at run_at QUEUED (the bridge's, with run_at), STARTED wait_ms later and
+    its end run_ms after that (the worker's, without run_at, as a worker sends them)."""
+    run_at_ms = delay_s * 1000
+    common: dict[str, Any] = {
+        "task_id": str(uuid.uuid4()),
+        "team": team,
+        "routine": routine,
+        "priority": priority,
+        "accepted_at": _at(0),
+    }
+    planned = {**common, "run_at": _at(run_at_ms)}
+    return [
+        StatusEvent(status=Status.ACCEPTED, at=_at(0), **planned),
+        StatusEvent(status=Status.SCHEDULED, at=_at(1), **planned),
+        StatusEvent(status=Status.QUEUED, at=_at(run_at_ms), attempt=1, **planned),
+        StatusEvent(status=Status.STARTED, at=_at(run_at_ms + wait_ms), attempt=1, **common),
+        StatusEvent(status=end, at=_at(run_at_ms + wait_ms + run_ms), attempt=1, **common),
+    ]
+
+
+def _now_counts(agg: StreamAggregator, now: float, scope: str = "*") -> dict[str, Any]:
+    """In flight and scheduled, overall and by priority and routine, in one window."""
+    found = _window(agg.snapshot(now), scope=scope)
+    return {
+        figure: {
+            "overall": found["overall"][figure],
+            "by_priority": {k: v[figure] for k, v in found["by_priority"].items() if v[figure]},
+            "by_routine": {k: v[figure] for k, v in found["by_routine"].items() if v[figure]},
+        }
+        for figure in ("in_flight", "scheduled")
+    }
+
+
+def test_a_scheduled_task_counts_as_scheduled_not_in_flight_in_every_breakdown() -> None:
+    agg = _aggregator()
+    agg.observe(_scheduled(delay_s=3600, team="bravo", priority="low", routine="cpu")[:2], START)
+    agg.observe(_scheduled(delay_s=60, team="alpha", priority="high", routine="echo")[:2], START)
+    agg.observe(_task(priority="medium")[:2], START)  # accepted and queued: in flight
+    assert _now_counts(agg, START + 1) == {
+        "in_flight": {"overall": 1, "by_priority": {"medium": 1}, "by_routine": {"echo": 1}},
+        "scheduled": {
+            "overall": 2,
+            "by_priority": {"high": 1, "low": 1},
+            "by_routine": {"echo": 1, "cpu": 1},
+        },
+    }
+    assert _now_counts(agg, START + 1, scope="bravo")["scheduled"] == {
+        "overall": 1,
+        "by_priority": {"low": 1},
+        "by_routine": {"cpu": 1},
+    }
+    assert _now_counts(agg, START + 1, scope="bravo")["in_flight"]["overall"] == 0
+    transitions = _window(agg.snapshot(START + 1))["overall"]["transitions"]
+    assert transitions["SCHEDULED"] == 2
+    points = agg.chart_points(START + 1)
+    assert points["*"]["scheduled"] == {"total": 2, "high": 1, "medium": 0, "low": 1}
+    assert points["*"]["in_flight"] == {"total": 1, "high": 0, "medium": 1, "low": 0}
+    assert points["bravo"]["scheduled"]["total"] == 1
+
+
+def test_a_scheduled_task_moves_to_in_flight_when_queued_and_leaves_both_at_its_end() -> None:
+    agg = _aggregator()
+    events = _scheduled(delay_s=30)
+    counts = []
+    for n, event in enumerate(events):
+        agg.observe([event], START + n)
+        overall = _window(agg.snapshot(START + n + 1))["overall"]
+        counts.append((event.status.value, overall["scheduled"], overall["in_flight"]))
+    assert counts == [
+        ("ACCEPTED", 0, 1),  # the bridge announces SCHEDULED right after
+        ("SCHEDULED", 1, 0),
+        ("QUEUED", 0, 1),
+        ("STARTED", 0, 1),
+        ("SUCCEEDED", 0, 0),
+    ]
+
+
+def test_history_arriving_late_does_not_move_a_queued_task_back_to_scheduled() -> None:
+    agg = _aggregator()
+    accepted, scheduled, queued, started, _ = _scheduled(delay_s=5)
+    agg.observe([queued, started], START)
+    agg.observe([scheduled, accepted], START + 0.5)
+    overall = _window(agg.snapshot(START + 2))["overall"]
+    assert (overall["scheduled"], overall["in_flight"]) == (0, 1)
+    assert overall["transitions"]["SCHEDULED"] == 1  # still seen
+
+
+@pytest.mark.parametrize("end", [Status.CANCELLED, Status.EXPIRED])
+def test_a_task_ended_while_scheduled_leaves_the_count_with_its_outcome(end: Status) -> None:
+    agg = _aggregator()
+    accepted, scheduled, *_ = _scheduled(delay_s=DAY_S)
+    ended = replace(scheduled, status=end, at=_at(90_000), event_id="")  # 90 s later
+    agg.observe([accepted, scheduled], START)
+    assert _window(agg.snapshot(START + 1))["overall"]["scheduled"] == 1
+    agg.observe([ended], START + 90)
+    overall = _window(agg.snapshot(START + 91))["overall"]
+    assert (overall["scheduled"], overall["in_flight"]) == (0, 0)
+    assert overall["outcomes"] == _counts(OUTCOMES, **{end.value: 1})
+    assert overall["success_rate"] == 0.0
+    latency = overall["latency_ms"]
+    assert latency["wait"]["count"] == latency["run"]["count"] == 0  # it never started
+    assert latency["end_to_end"]["max"] == pytest.approx(90_000)  # from acceptance
+    assert agg.tracker.tracked == 1  # remembered as finished, for its late events only
+
+
+def test_a_scheduled_task_waits_30_days_without_being_evicted_then_is_if_never_released() -> None:
+    agg = _aggregator(horizon=1200.0)
+    agg.observe(_scheduled(delay_s=30 * DAY_S)[:2], START)
+    agg.observe(_task()[:2], START)  # in flight, for comparison: no news for the horizon
+    agg.advance(START + 29 * DAY_S)
+    assert agg.tracker.evicted_in_flight == 1
+    assert agg.tracker.scheduled.total() == 1
+    agg.advance(START + 30 * DAY_S + 1100)  # due, its QUEUED not seen yet: still kept
+    assert agg.tracker.scheduled.total() == 1
+    agg.advance(START + 30 * DAY_S + 1300)  # past run_at + the horizon without news
+    assert agg.tracker.scheduled.total() == 0
+    tracking = agg.snapshot(START + 30 * DAY_S + 1301)["tracking"]
+    assert (tracking["evicted_in_flight"], tracking["evicted_scheduled"]) == (1, 1)
+
+
+def test_a_scheduled_task_queued_a_month_later_is_in_flight_then_ends_once() -> None:
+    agg = _aggregator()
+    events = _scheduled(delay_s=30 * DAY_S)
+    agg.observe(events[:2], START)
+    later = START + 30 * DAY_S
+    agg.observe(events[2:4], later)
+    assert (agg.tracker.scheduled.total(), agg.tracker.in_flight.total()) == (0, 1)
+    agg.observe(events[4:], later + 1)
+    overall = _window(agg.snapshot(later + 2))["overall"]
+    assert (overall["scheduled"], overall["in_flight"], overall["terminal"]) == (0, 0, 1)
+    assert agg.tracker.evicted_scheduled == agg.tracker.evicted_in_flight == 0
+
+
+def test_scheduled_tasks_past_the_cap_forget_the_one_due_soonest() -> None:
+    agg = _aggregator(max_scheduled=3)
+    tasks = [_scheduled(delay_s=delay) for delay in (600, 100, 500, 300, 400)]
+    for events in tasks:
+        agg.observe(events[:2], START)
+    tracker = agg.tracker
+    assert tracker.scheduled.total() == 3
+    assert tracker.evicted_scheduled == 2
+    assert set(tracker._waiting) == {tasks[i][0].task_id for i in (0, 2, 4)}
+    # A forgotten task's next event brings it back, in flight, and its wait is still right.
+    agg.observe(tasks[1][2:4], START + 100)
+    assert tracker.in_flight.total() == 1
+    latency = _window(agg.snapshot(START + 101))["overall"]["latency_ms"]
+    assert latency["wait"]["max"] == pytest.approx(150)
+
+
+def test_the_heap_of_scheduled_tasks_is_compacted_as_they_move_on() -> None:
+    agg = _aggregator()
+    tasks = [_scheduled(delay_s=3600 + n) for n in range(5000)]
+    agg.observe([e for events in tasks for e in events[:2]], START)
+    agg.observe([e for events in tasks[:4900] for e in events[2:]], START + 3700)
+    tracker = agg.tracker
+    assert len(tracker._waiting) == 100
+    assert len(tracker._due) <= 2 * 100 + 1024
+
+
+def test_the_wait_of_a_scheduled_task_counts_from_its_run_at() -> None:
+    agg = _aggregator()
+    # Accepted at 0, to run 60 s later; started 150 ms after its time, ran 50 ms.
+    agg.observe(_scheduled(delay_s=60, wait_ms=150, run_ms=50), START)
+    # A task whose run_at had passed when it was accepted waits from acceptance.
+    overdue = _task(wait_ms=400)
+    overdue = [replace(e, run_at=_at(-5000)) for e in overdue]
+    agg.observe(overdue, START)
+    latency = _window(agg.snapshot(START + 1))["overall"]["latency_ms"]
+    assert latency["wait"]["count"] == 2
+    assert latency["wait"]["p50"] == pytest.approx(150, rel=RELATIVE_ACCURACY)
+    assert latency["wait"]["max"] == pytest.approx(400)
+    assert latency["end_to_end"]["max"] == pytest.approx(60_200)  # from acceptance
 
 
 @pytest.mark.slow
