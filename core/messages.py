@@ -268,6 +268,7 @@ class CeleryEnvelope:
             "dispatch": request.dispatch,
             "retries": request.retries,
             **({"expires_at": isoformat(request.expires_at)} if request.expires_at else {}),
+            **({"run_at": isoformat(request.run_at)} if request.run_at else {}),
         }
 
     @classmethod
@@ -291,6 +292,9 @@ class CeleryEnvelope:
                 retries=int(body.get("retries", 0)),
                 expires_at=_parse_time(body["expires_at"], "expires_at", task_id)
                 if body.get("expires_at")
+                else None,
+                run_at=_parse_time(body["run_at"], "run_at", task_id)
+                if body.get("run_at")
                 else None,
             )
             queue = Priority(body.get("queue") or body["priority"])

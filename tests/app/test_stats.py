@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
@@ -184,23 +183,9 @@ def _ms(later: datetime, earlier: datetime) -> float:
 OWN_TEAM = "stats-known-set"
 
 
-def _unused_redis_url(stack: Settings) -> str:
-    """A Redis database nobody uses now, from the top down. (testing.instance numbers its
-    databases from 2 in each process, so concurrent test runs would share one: its Celery
-    queues too, and each run flushes it.)"""
-    for db in range(15, 1, -1):
-        client = redis.Redis(port=stack.redis_port, db=db)
-        try:
-            if client.dbsize() == 0:
-                return f"redis://127.0.0.1:{stack.redis_port}/{db}"
-        finally:
-            client.close()
-    pytest.skip("every Redis database is in use")
-
-
 @pytest.fixture(scope="module")
 def own_team(stack: Settings) -> Iterator[Instance]:
-    with Instance(stack, "stats", TEAMS=OWN_TEAM, REDIS_URL=_unused_redis_url(stack)).running(
+    with Instance(stack, "stats", TEAMS=OWN_TEAM).running(
         ["api", "recorder", "bridge", "worker-1"]
     ) as instance:
         yield instance

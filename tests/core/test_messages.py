@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from core.messages import (
+    CeleryEnvelope,
     MalformedMessage,
     StatusEvent,
     TaskRequest,
@@ -86,3 +89,30 @@ def test_idempotent_ids_depend_on_team_and_key() -> None:
     assert idempotent_task_id("alpha", "k") != idempotent_task_id("bravo", "k")
     ids = [uuid7() for _ in range(3)]
     assert all(i.version == 7 for i in ids)
+
+
+def test_a_request_and_its_envelope_carry_its_schedule_and_deadline() -> None:
+    now = utcnow()
+    request = TaskRequest(
+        task_id=str(uuid.uuid4()),
+        team="alpha",
+        routine="echo",
+        priority=Priority.LOW,
+        accepted_at=now,
+        run_at=now + timedelta(minutes=5),
+        expires_at=now + timedelta(minutes=6),
+        released=True,
+    )
+    again = decode_request(request.encode())
+    assert (again.run_at, again.expires_at, again.released) == (
+        request.run_at,
+        request.expires_at,
+        True,
+    )
+    assert not again.is_first_delivery  # a released task was announced before it was parked
+    envelope = CeleryEnvelope.from_json(CeleryEnvelope(request, Priority.LOW).to_json())
+    assert (envelope.request.run_at, envelope.request.expires_at) == (
+        request.run_at,
+        request.expires_at,
+    )
+    assert envelope.request.expired(request.expires_at) and not envelope.request.expired(now)

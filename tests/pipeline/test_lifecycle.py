@@ -59,14 +59,9 @@ GRACE_SECONDS = 1.0  # CANCEL_GRACE_SECONDS of both instances
 CLOCK_RESOLUTION = timedelta(milliseconds=2)
 
 
-# The Redis database of this module's instances (one at a time: their fixtures are
-# class-scoped). testing.instance hands out 2 to 13; bench/pipeline.py uses 14.
-REDIS_DB = 15
-
-
 def _instance_env(stack: Settings, **extra: str) -> dict[str, str]:
+    # Each instance's Redis database is its own (testing.instance claims one).
     return {
-        "REDIS_URL": f"redis://127.0.0.1:{stack.redis_port}/{REDIS_DB}",
         "ROUTINES": orjson.dumps(ROUTINES).decode(),
         "CANCEL_GRACE_SECONDS": str(GRACE_SECONDS),
         "WORKERS": "1",
