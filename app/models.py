@@ -40,7 +40,11 @@ class SubmitRequest(BaseModel):
     team: str = Field(min_length=1, max_length=40)
     routine: str = Field(min_length=1, max_length=100)
     priority: Priority | None = None
-    payload: dict[str, Any] | None = None
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        description="The routine's input: a JSON object its routine's schema accepts "
+        "(Payload.<routine>); omitted: checked as {}.",
+    )
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
     )

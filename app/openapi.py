@@ -20,12 +20,17 @@ from app import models
 from app.http import json_response
 from app.stats_api import STREAM_SECONDS
 from app.stats_view import StatsBody
+from core.payloads import embed
 from core.settings import Settings
 from core.stream_stats import WINDOWS
 
 blueprint = Blueprint("openapi", __name__)
 
 REF = "#/components/schemas/{model}"
+# Per routine: its payload's schema, and the submit body that carries it (core.payloads;
+# the simulator reads the former from here).
+PAYLOAD = "Payload."
+SUBMIT = "SubmitRequest."
 
 
 class StatsQuery(TypedDict, total=False):
@@ -45,7 +50,8 @@ ERRORS = {
     409: "The task already ended; `details.status` says how",
     413: "Body larger than the limit",
     415: "Body is not application/json",
-    422: "Well-formed but invalid (unknown routine, priority above the routine's maximum, …)",
+    422: "Well-formed but invalid (unknown routine, priority above the routine's maximum, a "
+    "payload its routine's schema refuses, …); `details` names each field (`payload.ms`)",
     429: "Rate limited, or too many live streams; see Retry-After",
     503: "Kafka cannot take the request now; nothing was accepted",
 }
@@ -73,7 +79,11 @@ class Operation:
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/api/v1/tasks", "post"): Operation(
         "Submit a task",
-        description="With `wait`, the submit then waits for the task to end: 200 with the "
+        description="The body is one of `SubmitRequest.<routine>`: each routine declares the "
+        "schema of its payload (`Payload.<routine>`), and a payload it refuses is a 422 whose "
+        "`details` name each field at fault (`payload.ms`); nothing is accepted. A routine "
+        "that declares no schema takes any JSON object; an omitted payload is checked as `{}`. "
+        "With `wait`, the submit then waits for the task to end: 200 with the "
         "task if it ended in time, else 202 with the task as it is then. The submit's own "
         "errors come at once.",
         operation_id="submitTask",
@@ -97,6 +107,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("/api/v1/tasks/batch", "post"): Operation(
         "Submit up to API_BATCH_MAX tasks; each is answered on its own",
+        description="Each item is checked as the single submit checks its body (one of "
+        "`SubmitRequest.<routine>`, the payload against its routine's schema); an invalid item "
+        "gets its own 422 in `results` and the others are accepted.",
         operation_id="submitBatch",
         body=models.SubmitBatch,
         answers={202: ("One result per item, in order", models.BatchAnswer)},
@@ -304,6 +317,44 @@ def _fill_in(spec: dict[str, Any], settings: Settings) -> None:
                     parameter["schema"]["enum"] = list(settings.teams)
 
 
+def _routine_payloads(spec: dict[str, Any], settings: Settings) -> None:
+    """Each routine's payload schema as the component `Payload.<routine>`, and the submit
+    body as one `SubmitRequest.<routine>` per routine (the routine a const, the payload
+    that schema), told apart by `routine`. A payload that an omitted one (`{}`) would not
+    satisfy is required, so that every body the document allows is accepted."""
+    schemas = spec["components"]["schemas"]
+    generic = schemas["SubmitRequest"]
+    mapping: dict[str, str] = {}
+    for name, routine in sorted(settings.routine_table.items()):
+        checked = routine.payload
+        payload_ref = REF.format(model=f"{PAYLOAD}{name}")
+        if checked is None:
+            schemas[f"{PAYLOAD}{name}"] = {
+                "type": "object",
+                "description": "Any JSON object: the routine declares no schema.",
+            }
+        else:
+            schemas[f"{PAYLOAD}{name}"] = embed(checked.schema, payload_ref)
+        variant = copy.deepcopy(generic)
+        variant["title"] = f"Submit {name}"
+        variant["properties"]["routine"] = {"type": "string", "const": name}
+        if checked is None or checked.takes_empty:
+            variant["properties"]["payload"] = {
+                "anyOf": [{"$ref": payload_ref}, {"type": "null"}],
+                "description": "Omitted or null: checked as {}.",
+            }
+        else:
+            variant["properties"]["payload"] = {"$ref": payload_ref}
+            variant["required"] = [*variant.get("required", []), "payload"]
+        mapping[name] = REF.format(model=f"{SUBMIT}{name}")
+        schemas[f"{SUBMIT}{name}"] = variant
+    body = spec["paths"]["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]
+    body["schema"] = {
+        "oneOf": [{"$ref": ref} for ref in mapping.values()],
+        "discriminator": {"propertyName": "routine", "mapping": mapping},
+    }
+
+
 def build_spec(settings: Settings) -> dict[str, Any]:
     found, named = _schemas()
     components = copy.deepcopy(named)
@@ -330,6 +381,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "paths": paths,
     }
     _fill_in(spec, settings)
+    _routine_payloads(spec, settings)
     return spec
 
 

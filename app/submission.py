@@ -29,6 +29,7 @@ from app.models import AcceptedTask, SubmitRequest, task_links
 from app.rate_limit import RateLimiter
 from core.limits import deeper_than
 from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
+from core.payloads import Problem
 from core.routing import RoutingError, RoutingPolicy
 from core.schema import REQUEST_COLUMNS, request_of, task_payloads, tasks
 from core.settings import Settings
@@ -52,6 +53,20 @@ def validation_failed(exc: ValidationError) -> ValidationFailed:
         details.append(entry)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
     return ValidationFailed(summary, details=details)
+
+
+def payload_invalid(problems: list[Problem]) -> ValidationFailed:
+    """The 422 for a payload its routine's schema refuses: one detail per problem."""
+    details = []
+    for problem in problems:
+        entry: dict[str, Any] = {"field": problem.field(), "message": problem.message}
+        if problem.value is not None:
+            entry["value"] = problem.value
+        details.append(entry)
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    error = ValidationFailed(summary, details=details)
+    error.field = details[0]["field"]
+    return error
 
 
 def _too_deep(limit: int) -> ValidationFailed:
@@ -129,6 +144,8 @@ class Submission:
             try:
                 request = requests[index] = self._request(principal, item, now)
                 encoded[request.task_id] = self._encode(request)
+                # After the depth and size checks: the schema check walks the payload.
+                self._check_payload(request)
             except ApiError as exc:
                 requests.pop(index, None)
                 outcomes[index] = exc
@@ -245,6 +262,16 @@ class Submission:
                 f"payload: {message}", details=[{"field": "payload", "message": message}]
             )
         return value
+
+    def _check_payload(self, request: TaskRequest) -> None:
+        """ValidationFailed naming each field of the payload that its routine's schema
+        refuses (`payload.ms`); an omitted payload is checked as `{}`."""
+        schema = self.policy.spec(request.routine).payload
+        if schema is None or schema.takes_anything:
+            return
+        problems = schema.problems(request.payload or {})
+        if problems:
+            raise payload_invalid(problems)
 
     def _store_large_payloads(
         self, to_send: dict[str, TaskRequest], encoded: dict[str, bytes]

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -25,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from core.limits import Limits
+from core.payloads import PayloadSchema, SchemaError, builtin_schema
 from core.priority import DEFAULT_WEIGHTS, Priority, parse_priority_map
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -58,6 +60,12 @@ class RoutineSpec(BaseModel):
         le=1000,
         description="tasks that may share one Celery message when many wait (tiny routines)",
     )
+    payload_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema of the payload, checked at submit; without it, a built-in "
+        "function's own model (core.payloads), else any JSON object",
+    )
+    _payload: PayloadSchema | None = PrivateAttr(default=None)
 
     @field_validator("function")
     @classmethod
@@ -75,6 +83,23 @@ class RoutineSpec(BaseModel):
                 f"default priority {self.priority} is above max_priority {self.max_priority}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _payload_schema_compiles(self) -> RoutineSpec:
+        # Compiled once, here: a schema that cannot work stops start-up naming the routine.
+        if self.payload_schema is not None:
+            try:
+                self._payload = PayloadSchema(self.payload_schema)
+            except SchemaError as exc:
+                raise ValueError(f"payload_schema: {exc}") from None
+        return self
+
+    @property
+    def payload(self) -> PayloadSchema | None:
+        """The payload's schema, compiled; None: any JSON object."""
+        if self.payload_schema is not None:
+            return self._payload
+        return builtin_schema(self.function)
 
     @property
     def highest_priority(self) -> Priority:

@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check datasets without sending anything")
     validate.add_argument("datasets", type=Path, nargs="+")
+    validate.add_argument(
+        "--api-url",
+        help="check payloads against the schemas this platform publishes (/openapi.json); "
+        "default: this environment's settings (the built-in routines and ROUTINES)",
+    )
     validate.set_defaults(handler=_validate)
 
     schema = commands.add_parser("schema", help="print (or --write) the dataset JSON Schema")
@@ -126,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here: the replay machinery (aiohttp, Kafka, matplotlib) is not needed to
     # validate, generate or print the schema.
     from core.settings import ConfigError, load_settings
+    from simulator import payloads
     from simulator.output import write_results
     from simulator.progress import RichProgress
     from simulator.replay import Replay, ReplayOptions
@@ -142,8 +148,19 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _fail(str(exc).replace("\n", " "))
         return EXIT_USAGE
+    api_url = args.api_url or f"http://127.0.0.1:{settings.api_port}"
+    # The payloads against the schemas the platform itself publishes, before anything is
+    # sent (DatasetError naming requests[i].payload.<field>).
+    schemas = payloads.fetch(api_url)
+    if not schemas:
+        print(
+            f"simulator: warning: {api_url}/openapi.json publishes no payload schemas; "
+            "payloads are left to the platform to check",
+            file=sys.stderr,
+        )
+    payloads.check(dataset, schemas, source=str(args.dataset))
     options = ReplayOptions(
-        api_url=args.api_url or f"http://127.0.0.1:{settings.api_port}",
+        api_url=api_url,
         api_key=api_key,
         speed=args.speed,
         follow=args.follow,
@@ -214,10 +231,22 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from core.settings import ConfigError, load_settings
+    from simulator import payloads
+
+    if args.api_url:
+        schemas = payloads.fetch(args.api_url)  # PlatformUnreachable: exit 3
+    else:
+        try:
+            schemas = payloads.from_settings(load_settings())
+        except ConfigError as exc:
+            _fail(str(exc).replace("\n", " "))
+            return EXIT_USAGE
     failed = 0
     for path in args.datasets:
         try:
             dataset = load_dataset(path)
+            payloads.check(dataset, schemas, source=str(path))
         except DatasetError as exc:
             failed += 1
             _fail(str(exc))

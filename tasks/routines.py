@@ -1,13 +1,19 @@
 """The built-in routines, for demos, tests and load. Plain functions: each takes the
-task's payload (and, if it asks for it, the run's context) and returns JSON."""
+task's payload (and, if it asks for it, the run's context) and returns JSON. Each reads
+its payload through its model in core.payloads, the schema the API checks it against."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from core.payloads import CpuPayload, FailPayload, SleepPayload
 from tasks.context import RoutineContext
+
+P = TypeVar("P", bound=BaseModel)
 
 
 class RoutineFailed(Exception):
@@ -26,14 +32,14 @@ def echo(payload: dict[str, Any]) -> dict[str, Any]:
 
 def sleep(payload: dict[str, Any]) -> dict[str, int]:
     """Sleeps `ms` milliseconds (an I/O-bound task)."""
-    ms = _whole_number(payload, "ms", default=100, maximum=3_600_000)
+    ms = _read(SleepPayload, payload).ms
     time.sleep(ms / 1000)
     return {"slept_ms": ms}
 
 
 def cpu(payload: dict[str, Any]) -> dict[str, Any]:
     """Hashes `iterations` times (a CPU-bound task)."""
-    iterations = _whole_number(payload, "iterations", default=10_000, maximum=100_000_000)
+    iterations = _read(CpuPayload, payload).iterations
     digest = b"taskplatform"
     for _ in range(iterations):
         digest = hashlib.sha256(digest).digest()
@@ -42,14 +48,19 @@ def cpu(payload: dict[str, Any]) -> dict[str, Any]:
 
 def fail(payload: dict[str, Any], context: RoutineContext) -> dict[str, int]:
     """Fails its first `times` attempts, then succeeds."""
-    times = _whole_number(payload, "times", default=1, maximum=1000)
+    times = _read(FailPayload, payload).times
     if context.attempt <= times:
         raise RoutineFailed(f"failing on purpose: attempt {context.attempt} of the first {times}")
     return {"succeeded_on_attempt": context.attempt}
 
 
-def _whole_number(payload: dict[str, Any], name: str, *, default: int, maximum: int) -> int:
-    value = payload.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
-        raise RoutineFailed(f"payload.{name} must be a whole number from 0 to {maximum}")
-    return value
+def _read(model: type[P], payload: dict[str, Any]) -> P:
+    """The payload read through the routine's model (core.payloads, the one the API checks
+    it against); RoutineFailed naming the field if it does not fit (a task accepted before
+    the check existed)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(["payload", *(str(part) for part in first["loc"])])
+        raise RoutineFailed(f"{field}: {first['msg']}") from None

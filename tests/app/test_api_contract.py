@@ -11,7 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.tasks_db import count_tasks, events, wait_terminal
+from core.messages import idempotent_task_id
+from tests.tasks_db import count_tasks, events, statuses, wait_terminal
 
 pytestmark = pytest.mark.stack
 
@@ -195,6 +196,18 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
         "idempotency_key",
     ),
     (
+        "payload its routine's schema refuses",
+        {"json": {"team": "alpha", "routine": "sleep", "payload": {"ms": -5}}},
+        422,
+        "payload.ms: -5 is less than the minimum of 0",
+    ),
+    (
+        "payload field its routine does not know",
+        {"json": {"team": "alpha", "routine": "cpu", "payload": {"iteration": 5}}},
+        422,
+        "payload.iteration: unknown field",
+    ),
+    (
         "body too large",
         {"json": {"team": "alpha", "routine": "echo", "payload": {"x": "a" * 2_000_000}}},
         413,
@@ -221,6 +234,58 @@ def test_bad_input_gets_a_clear_4xx_and_creates_nothing(
     assert named.lower() in (error["message"]).lower(), error
     assert error["code"]
     assert count_tasks(engine) == before
+
+
+def test_a_refused_payload_names_its_field_and_leaves_no_task_behind(
+    api: httpx.Client, engine: Engine
+) -> None:
+    key = f"payload-{uuid.uuid4()}"
+    body = {"team": "alpha", "routine": "sleep", "payload": {"ms": -5}, "idempotency_key": key}
+    refused = api.post("/api/v1/tasks", json=body)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["details"] == [
+        {"field": "payload.ms", "message": "-5 is less than the minimum of 0", "value": -5}
+    ]
+    task_id = str(idempotent_task_id("alpha", key))
+    assert statuses(engine, [task_id]) == {}
+    # Nothing was produced either: the same key with a good payload is a new task, not a
+    # repeat, and it runs once.
+    accepted = api.post("/api/v1/tasks", json={**body, "payload": {"ms": 1}})
+    assert accepted.status_code == 202, accepted.text
+    assert (accepted.json()["task_id"], accepted.json()["idempotent_replay"]) == (task_id, False)
+    assert wait_terminal(engine, [task_id]) == {task_id: "SUCCEEDED"}
+    assert [e.status for e in events(engine, [task_id])[task_id]].count("ACCEPTED") == 1
+
+
+def test_a_batch_with_bad_payloads_refuses_those_items_alone(
+    api: httpx.Client, engine: Engine
+) -> None:
+    tag = uuid.uuid4().hex
+    items: list[dict[str, Any]] = [
+        {"team": "alpha", "routine": "echo", "payload": {"i": 0}},
+        {"team": "alpha", "routine": "sleep", "payload": {"ms": -5}},
+        {"team": "bravo", "routine": "sleep", "payload": {"ms": 1}},
+        {"team": "bravo", "routine": "fail", "payload": {"times": "twice", "tries": 2}},
+        {"team": "alpha", "routine": "cpu"},  # no payload: the defaults
+    ]
+    for index, item in enumerate(items):
+        item["idempotency_key"] = f"{tag}-{index}"
+    response = api.post("/api/v1/tasks/batch", json={"tasks": items})
+    assert response.status_code == 202, response.text
+    results = response.json()["results"]
+    assert [r["status_code"] for r in results] == [202, 422, 202, 422, 202]
+    assert [d["field"] for d in results[1]["error"]["details"]] == ["payload.ms"]
+    assert {d["field"] for d in results[3]["error"]["details"]} == {
+        "payload.times",
+        "payload.tries",
+    }
+    refused = [str(idempotent_task_id(items[i]["team"], f"{tag}-{i}")) for i in (1, 3)]
+    assert statuses(engine, refused) == {}
+    accepted = [r["task"]["task_id"] for r in results if r["status_code"] == 202]
+    assert set(wait_terminal(engine, accepted).values()) == {"SUCCEEDED"}
+    assert statuses(engine, refused) == {}
 
 
 BAD_BATCHES: list[tuple[str, Any, str]] = [

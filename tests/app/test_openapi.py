@@ -13,6 +13,7 @@ from flask import Flask
 from app import create_app
 from app.models import SubmitRequest
 from app.openapi import OPERATIONS, build_spec
+from core.payloads import PayloadSchema, SleepPayload
 from core.priority import names as priority_names
 from core.settings import Settings
 from core.status import names as status_names
@@ -41,7 +42,6 @@ def test_the_document_is_what_the_app_serves_and_every_reference_resolves(app: F
     spec = app.test_client().get("/openapi.json").get_json()
     assert spec == build_spec(Settings())
     assert spec["openapi"] == "3.1.0"
-    schemas = spec["components"]["schemas"]
 
     def refs(node: Any) -> list[str]:
         if isinstance(node, dict):
@@ -50,7 +50,58 @@ def test_the_document_is_what_the_app_serves_and_every_reference_resolves(app: F
         return [r for v in node for r in refs(v)] if isinstance(node, list) else []
 
     for ref in refs(spec):
-        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+        assert ref.startswith("#/components/schemas/") and resolve(spec, ref) is not None, ref
+
+
+def resolve(document: Any, ref: str) -> Any:
+    """What a local reference ("#/a/b") points to in the document (None: nothing)."""
+    node = document
+    for part in ref.removeprefix("#/").split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+REPORT: dict[str, Any] = {
+    "type": "object",
+    "$defs": {"day": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}},
+    "properties": {"day": {"$ref": "#/$defs/day"}},
+    "required": ["day"],
+}
+
+
+def test_each_routine_shows_its_payload_schema_and_the_submit_body_is_one_per_routine() -> None:
+    settings = Settings(
+        routines={
+            "report": {"function": "reports.jobs:run", "payload_schema": REPORT},
+            "plain": {"function": "reports.jobs:plain"},
+        }
+    )
+    spec = build_spec(settings)
+    schemas = spec["components"]["schemas"]
+    submit = spec["paths"]["/api/v1/tasks"]["post"]
+    body = submit["requestBody"]["content"]["application/json"]["schema"]
+    routines = sorted(settings.routine_table)
+    assert body["discriminator"]["propertyName"] == "routine"
+    assert list(body["discriminator"]["mapping"]) == routines
+    assert [one["$ref"] for one in body["oneOf"]] == list(body["discriminator"]["mapping"].values())
+    assert "payload.ms" in submit["description"]
+    for name in routines:
+        variant = resolve(spec, body["discriminator"]["mapping"][name])
+        assert variant["properties"]["routine"] == {"type": "string", "const": name}
+        assert set(variant["properties"]) == set(SubmitRequest.model_fields)
+        assert f"Payload.{name}" in schemas
+    assert schemas["Payload.sleep"] == PayloadSchema.of_model(SleepPayload).schema
+    assert schemas["Payload.plain"]["type"] == "object"  # no schema: any object
+    # A team's schema, its own references pointing within the document; its payload is
+    # required, since an omitted one ({}) would not do.
+    day_ref = schemas["Payload.report"]["properties"]["day"]["$ref"]
+    assert resolve(spec, day_ref) == REPORT["$defs"]["day"]
+    report = schemas["SubmitRequest.report"]
+    assert "payload" in report["required"]
+    assert "payload" not in schemas["SubmitRequest.sleep"]["required"]
 
 
 def test_the_document_derives_statuses_priorities_and_settings() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+import jsonschema_rs
 import pytest
 from confluent_kafka import KafkaError
 from sqlalchemy.sql.dml import Insert
@@ -20,6 +21,7 @@ from app.accepted_cache import AcceptedCache
 from app.auth import Principal
 from app.errors import ApiError, TooManyRequests
 from app.kafka_submitter import KafkaSubmitter, refusal
+from app.openapi import build_spec
 from app.submission import Accepted, Outcome, Submission, parse_submission
 from core.messages import TaskRequest, decode_request, idempotent_task_id, utcnow
 from core.routing import RoutingPolicy
@@ -102,7 +104,7 @@ def rig() -> Rig:
 
 
 def task(team: str = "alpha", **fields: Any) -> dict[str, Any]:
-    return {"team": team, "routine": "sleep", "payload": {"seconds": 0}, **fields}
+    return {"team": team, "routine": "echo", "payload": {"seconds": 0}, **fields}
 
 
 def statuses(outcomes: list[Outcome]) -> list[int]:
@@ -171,6 +173,119 @@ def test_a_payload_nested_too_deep_is_422_and_the_others_accepted(rig: Rig) -> N
     assert statuses(outcomes) == [202, 422, 202]
     assert cast(ApiError, outcomes[1]).details[0]["field"] == "payload"
     assert len(rig.submitter.sent) == 2
+
+
+def test_a_payload_its_routine_refuses_is_422_naming_each_field_and_the_others_accepted(
+    rig: Rig,
+) -> None:
+    sleep = {"team": "alpha", "routine": "sleep"}
+    outcomes = rig.submit(
+        {**sleep, "payload": {"ms": 5}},
+        {**sleep, "payload": {"ms": -5}},
+        {**sleep, "payload": {"ms": "5", "msec": 5}},
+        sleep,  # no payload: checked as {}, which the defaults fill
+    )
+
+    assert statuses(outcomes) == [202, 422, 422, 202]
+    negative = cast(ApiError, outcomes[1])
+    assert negative.details == [
+        {"field": "payload.ms", "message": "-5 is less than the minimum of 0", "value": -5}
+    ]
+    assert negative.message == "payload.ms: -5 is less than the minimum of 0"
+    assert {d["field"] for d in cast(ApiError, outcomes[2]).details} == {
+        "payload.ms",
+        "payload.msec",
+    }
+    assert [r.payload for r in rig.produced()] == [{"ms": 5}, None]
+
+
+def test_a_teams_routine_is_checked_against_its_schema_from_routines() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"day": {"type": "string", "format": "date"}, "rows": {"type": "integer"}},
+        "required": ["day"],
+        "additionalProperties": False,
+    }
+    settings = unit_settings(routines={"report": {"function": "r:run", "payload_schema": schema}})
+    submitter = Submitter(lambda durable: None)
+    submission = Submission(
+        settings,
+        engine=cast(Any, FakeEngine()),
+        submitter=cast(Any, submitter),
+        cache=AcceptedCache(cast(Any, FakeRedis())),
+        policy=RoutingPolicy(settings),
+    )
+    bodies = [
+        {"team": "alpha", "routine": "report", "payload": {"day": "2026-01-31", "rows": 3}},
+        {"team": "alpha", "routine": "report"},
+        {"team": "alpha", "routine": "report", "payload": {"day": "2026-01-31", "rows": 1.5}},
+    ]
+    outcomes = submission.submit(ADMIN, [parse_submission(body) for body in bodies])
+
+    assert statuses(outcomes) == [202, 422, 422]
+    assert cast(ApiError, outcomes[1]).details == [
+        {"field": "payload.day", "message": "Field required"}
+    ]
+    assert cast(ApiError, outcomes[2]).details[0]["field"] == "payload.rows"
+    assert len(submitter.sent) == 1
+
+
+REPORT = {
+    "type": "object",
+    "$defs": {"day": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}},
+    "properties": {"day": {"$ref": "#/$defs/day"}, "rows": {"type": "integer", "minimum": 1}},
+    "required": ["day"],
+}
+
+
+@pytest.mark.parametrize(
+    ("routine", "payload"),
+    [
+        ("sleep", {"ms": 5}),
+        ("sleep", {"ms": 5.0}),
+        ("sleep", {"ms": -5}),
+        ("sleep", {"ms": True}),
+        ("sleep", {"ms": 3_600_001}),
+        ("sleep", {"msec": 1}),
+        ("sleep", None),
+        ("cpu", {"iterations": 0}),
+        ("fail", {"times": 1001}),
+        ("echo", {"anything": [1, {"x": None}]}),
+        ("report", {"day": "2026-01-31", "rows": 2}),
+        ("report", {"day": "yesterday"}),
+        ("report", {"rows": 0}),
+        ("report", None),
+    ],
+)
+def test_the_document_and_the_api_agree_on_every_payload(
+    routine: str, payload: dict[str, Any] | None
+) -> None:
+    """What the OpenAPI document's submit body allows is accepted, and what it does not
+    is refused (a 422): one schema, one check."""
+    settings = unit_settings(routines={"report": {"function": "r:run", "payload_schema": REPORT}})
+    spec = build_spec(settings)
+    submit = spec["paths"]["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]
+    document = jsonschema_rs.validator_for({"components": spec["components"], **submit["schema"]})
+    submission = Submission(
+        settings,
+        engine=cast(Any, FakeEngine()),
+        submitter=cast(Any, Submitter(lambda durable: None)),
+        cache=AcceptedCache(cast(Any, FakeRedis())),
+        policy=RoutingPolicy(settings),
+    )
+    body: dict[str, Any] = {"team": "alpha", "routine": routine}
+    if payload is not None:
+        body["payload"] = payload
+    [outcome] = submission.submit(ADMIN, [parse_submission(body)])
+
+    assert statuses([outcome]) == ([202] if document.is_valid(body) else [422])
+
+
+def test_depth_is_checked_before_the_schema(rig: Rig) -> None:
+    [outcome] = rig.submit({"team": "alpha", "routine": "sleep", "payload": nested(9)})
+
+    assert cast(ApiError, outcome).details[0]["field"] == "payload"
+    assert "PAYLOAD_MAX_DEPTH" in cast(ApiError, outcome).message
 
 
 def test_a_request_too_large_for_kafka_is_413_and_the_others_accepted(rig: Rig) -> None:

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from app.openapi import build_spec
+from core.settings import Settings
+
 DATASETS = Path(__file__).resolve().parents[2] / "simulator" / "datasets"
 SUBMIT = "/api/v1/tasks"
 
@@ -28,6 +31,7 @@ class StubApi:
     cancels: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, task id)
     accepted: dict[str, tuple[float, str]] = field(default_factory=dict)  # id: (time, routine)
     reject_teams: set[str] = field(default_factory=set)
+    openapi: dict[str, object] | None = None  # served as /openapi.json if set
     finished_routines: set[str] = field(default_factory=set)  # their cancels are 409s
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,7 +59,9 @@ def _handler(stub: StubApi) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             with stub.lock:
                 stub.requests.append(("GET", self.path))
-            if self.path.startswith("/api/v1/tasks/"):
+            if self.path == "/openapi.json" and stub.openapi is not None:
+                self._answer(200, stub.openapi)
+            elif self.path.startswith("/api/v1/tasks/"):
                 now = datetime.now(UTC).isoformat()
                 timeline = [
                     {"status": status, "at": now, "attempt": attempt, "queue": "high"}
@@ -115,9 +121,10 @@ def _handler(stub: StubApi) -> type[BaseHTTPRequestHandler]:
 def stub_api() -> Iterator[StubApi]:
     """A stand-in for the platform's API on 127.0.0.1: answers /healthz, accepts every
     submit (or rejects the teams in `reject_teams` with 422), answers a cancel 202 (409
-    SUCCEEDED for the routines in `finished_routines`, 404 for an unknown task), and
-    reports every task it is asked about as SUCCEEDED."""
-    stub = StubApi()
+    SUCCEEDED for the routines in `finished_routines`, 404 for an unknown task), serves
+    the platform's OpenAPI document for the default settings, and reports every task it
+    is asked about as SUCCEEDED."""
+    stub = StubApi(openapi=build_spec(Settings()))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
     server.daemon_threads = True
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
