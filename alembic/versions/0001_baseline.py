@@ -5,8 +5,6 @@ Revises:
 Create Date: 2026-11-27
 """
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
@@ -14,8 +12,6 @@ from alembic import op
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 TERMINAL = "status IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')"
 

@@ -1,20 +1,12 @@
 """Payloads and results as `json`, not `jsonb`: jsonb cannot hold the character U+0000,
 which is valid JSON a client may send (and `echo` must return unchanged). Nothing
 queries inside these columns, so jsonb's indexing is not needed.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-27
 """
-
-from collections.abc import Sequence
 
 from alembic import op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

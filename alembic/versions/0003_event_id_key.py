@@ -4,20 +4,12 @@ Every status event is inserted once by the recorder, in batches; each index and 
 foreign-key lookup cost on every row. The event id is already unique, so it becomes the
 primary key (one index fewer), and the recorder writes a task's row in the same
 transaction as its events, so the foreign key only cost time.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-27
 """
-
-from collections.abc import Sequence
 
 from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

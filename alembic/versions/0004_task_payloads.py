@@ -3,20 +3,12 @@
 A status event stays small (core.limits): a request larger than RESULT_MAX_BYTES has its
 payload written here by the API before it is produced, and the ACCEPTED event carries no
 payload. Reads and the reconciler take `coalesce(tasks.payload, task_payloads.payload)`.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-30
 """
-
-from collections.abc import Sequence
 
 from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

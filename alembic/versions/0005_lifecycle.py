@@ -6,13 +6,7 @@
   parked here back to the bridge; tasks_parked indexes those it has yet to send.
 - CANCELLED and EXPIRED join the terminal set: the partial indexes that say "ended"
   are rebuilt with the new list (the literal below is core.schema.TERMINAL_SQL).
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-01
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -20,8 +14,6 @@ from alembic import op
 
 revision: str = "0005"
 down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 TERMINAL = "status IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED', 'CANCELLED', 'EXPIRED')"
 OLD_TERMINAL = "status IN ('SUCCEEDED', 'FAILED', 'DEAD_LETTERED')"

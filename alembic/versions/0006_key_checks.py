@@ -2,13 +2,7 @@
 
 Without the constraint a row with is_admin = false and no team would read as a team
 key scoped to no team, which the code would treat as every team.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-01
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -16,8 +10,6 @@ from alembic import op
 
 revision: str = "0006"
 down_revision: str | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
