@@ -21,18 +21,13 @@ PARKED = "status = 'SCHEDULED' AND released_at IS NULL"
 
 
 def _terminal_indexes(terminal: str) -> None:
-    op.drop_index("tasks_unfinished", table_name="tasks")
-    op.drop_index("task_events_one_terminal", table_name="task_events")
-    op.create_index(
-        "tasks_unfinished", "tasks", ["updated_at"], postgresql_where=sa.text(f"NOT ({terminal})")
-    )
-    op.create_index(
-        "task_events_one_terminal",
-        "task_events",
-        ["task_id"],
-        unique=True,
-        postgresql_where=sa.text(terminal),
-    )
+    """Rebuild the two partial indexes that say "ended" for the terminal set `terminal`."""
+    for name, table, column, where, unique in (
+        ("tasks_unfinished", "tasks", "updated_at", f"NOT ({terminal})", False),
+        ("task_events_one_terminal", "task_events", "task_id", terminal, True),
+    ):
+        op.drop_index(name, table_name=table)
+        op.create_index(name, table, [column], unique=unique, postgresql_where=sa.text(where))
 
 
 def upgrade() -> None:
