@@ -16,21 +16,12 @@ import pytest
 from core.settings import Settings
 from tests.instance import Instance
 from tests.isolated import REPO
+from tests.schemas import REPORT_SCHEMA
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-REPORT: dict[str, Any] = {
-    "type": "object",
-    "$defs": {"day": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}},
-    "properties": {
-        "day": {"$ref": "#/$defs/day"},
-        "rows": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 3},
-    },
-    "required": ["day"],
-    "additionalProperties": False,
-}
 # A team routine (running the built-in echo, so a worker could run it) with its own schema.
-ROUTINES = {"report": {"function": "tasks.routines:echo", "payload_schema": REPORT}}
+ROUTINES = {"report": {"function": "tasks.routines:echo", "payload_schema": REPORT_SCHEMA}}
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from core.settings import Settings
 from core.status import TERMINAL, Status
 from tests.helpers import wait_for
 from tests.instance import Instance, submit
+from tests.pipeline_instance import one_slot_instance
 from tests.tasks_db import statuses
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -46,17 +47,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def one_slot(stack: Settings) -> Iterator[Instance]:
-    with Instance(
-        stack,
-        "wait",
-        API_WORKERS="1",
-        WORKERS="1",
-        WORKER_CONCURRENCY="1",
-        DISPATCH_HEADROOM="0",
-        ROUTINES=orjson.dumps(ROUTINES).decode(),
-        RATE_LIMIT="100000",
-        RATE_BURST="100000",
-    ).running(["api", "recorder", "bridge", "worker-1"]) as instance:
+    with one_slot_instance(
+        stack, "wait", ROUTINES, API_WORKERS="1", RATE_LIMIT="100000", RATE_BURST="100000"
+    ) as instance:
         yield instance
 
 

@@ -22,17 +22,7 @@ from core.payloads import (
     extract,
 )
 from core.settings import BUILTIN_ROUTINES, ConfigError, RoutineSpec, load_settings
-
-REPORT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "$defs": {"day": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}},
-    "properties": {
-        "day": {"$ref": "#/$defs/day"},
-        "rows": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 3},
-    },
-    "required": ["day"],
-    "additionalProperties": False,
-}
+from tests.schemas import REPORT_SCHEMA
 
 
 @pytest.fixture(autouse=True)

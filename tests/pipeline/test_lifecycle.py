@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
@@ -44,6 +43,7 @@ from core.percentiles import percentile
 from core.settings import Settings
 from tests.helpers import wait_for
 from tests.instance import Instance, submit
+from tests.pipeline_instance import one_slot_instance, pipeline_instance
 from tests.tasks_db import TERMINAL_VALUES, events, statuses, submit_batch, wait_terminal
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -57,16 +57,6 @@ GRACE_SECONDS = 1.0  # CANCEL_GRACE_SECONDS of both instances
 # A start may precede run_at by the clocks' resolution only (run_at travels in
 # microseconds; the worker stamps STARTED from the same host clock).
 CLOCK_RESOLUTION = timedelta(milliseconds=2)
-
-
-def _instance_env(stack: Settings, **extra: str) -> dict[str, str]:
-    # Each instance's Redis database is its own (testing.instance claims one).
-    return {
-        "ROUTINES": orjson.dumps(ROUTINES).decode(),
-        "CANCEL_GRACE_SECONDS": str(GRACE_SECONDS),
-        "WORKERS": "1",
-        **extra,
-    }
 
 
 # Reading what happened.
@@ -210,6 +200,15 @@ def _traced(runs: Path, priority: str = "medium", team: str = "alpha", **payload
     }
 
 
+def _failing_when_released(engine: Engine, client: httpx.Client, runs: Path) -> tuple[str, Path]:
+    """A medium task whose first attempt runs until its release file is created and then
+    fails (with retries left), submitted and seen STARTED. Returns its id and that file."""
+    release = runs / "fail-now"
+    (task_id,) = submit(client, [_traced(runs, "medium", release=str(release), fail=1)])
+    _wait_events(engine, [task_id], "STARTED")
+    return task_id, release
+
+
 @contextmanager
 def _held_slots(
     instance: Instance, client: httpx.Client, folder: Path, count: int, running: int
@@ -247,9 +246,8 @@ def runs(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="class")
 def one_slot(stack: Settings) -> Iterator[Instance]:
-    env = _instance_env(stack, WORKER_CONCURRENCY="1", DISPATCH_HEADROOM="0")
-    with Instance(stack, "cancel", **env).running(
-        ["api", "recorder", "bridge", "worker-1"]
+    with one_slot_instance(
+        stack, "cancel", ROUTINES, CANCEL_GRACE_SECONDS=str(GRACE_SECONDS)
     ) as instance:
         yield instance
 
@@ -321,12 +319,8 @@ class TestCancelAndExpiryOnOneSlot:
         self, one_slot: Instance, runs: Path
     ) -> None:
         engine = one_slot.engine
-        first_attempt = runs / "fail-now"
         with one_slot.client() as client:
-            (failing,) = submit(
-                client, [_traced(runs, "medium", release=str(first_attempt), fail=1)]
-            )
-            _wait_events(engine, [failing], "STARTED")
+            failing, first_attempt = _failing_when_released(engine, client, runs)
             # A gate on the high queue takes the slot as soon as the first attempt fails,
             # so the retry waits in the bridge (its backoff is half a second at most).
             with _held_slots(one_slot, client, runs, count=1, running=0) as (gates, _):
@@ -361,10 +355,8 @@ class TestCancelAndExpiryOnOneSlot:
         self, one_slot: Instance, runs: Path
     ) -> None:
         engine = one_slot.engine
-        release = runs / "fail-now"
         with one_slot.client() as client:
-            (failing,) = submit(client, [_traced(runs, "medium", release=str(release), fail=1)])
-            _wait_events(engine, [failing], "STARTED")
+            failing, release = _failing_when_released(engine, client, runs)
             body, _, answered = _cancel(client, failing)
             assert body["stage"] == "STARTED"
             release.touch()  # the routine fails now, with retries left
@@ -611,14 +603,14 @@ HOLD_SECONDS = 6
 
 @pytest.fixture(scope="class")
 def platform(stack: Settings) -> Iterator[Instance]:
-    env = _instance_env(
+    with pipeline_instance(
         stack,
+        "schedule",
+        ROUTINES,
+        CANCEL_GRACE_SECONDS=str(GRACE_SECONDS),
         WORKER_CONCURRENCY="2",
         DISPATCH_HEADROOM="6",
         SCHEDULE_HOLD_SECONDS=str(HOLD_SECONDS),
-    )
-    with Instance(stack, "schedule", **env).running(
-        ["api", "recorder", "bridge", "worker-1"]
     ) as instance:
         yield instance
 

@@ -18,13 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from core.settings import Settings
 from tests.helpers import wait_for
 from tests.instance import Instance, submit
 from tests.isolated import REPO
+from tests.pipeline_instance import one_slot_instance
 from tests.tasks_db import events, wait_terminal
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -52,17 +52,14 @@ ROUTINES = {
 
 @pytest.fixture(scope="module")
 def one_slot(stack: Settings) -> Iterator[Instance]:
-    with Instance(
+    with one_slot_instance(
         stack,
         "prio",
-        WORKERS="1",
-        WORKER_CONCURRENCY="1",
-        DISPATCH_HEADROOM="0",
+        ROUTINES,
         TEAMS="alpha,bravo,delta",
-        ROUTINES=orjson.dumps(ROUTINES).decode(),
         FLOOD_QUOTA="high:40",
         FLOOD_WINDOW_SECONDS="30",
-    ).running(["api", "recorder", "bridge", "worker-1"]) as instance:
+    ) as instance:
         yield instance
 
 

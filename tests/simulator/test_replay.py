@@ -179,33 +179,15 @@ def test_a_real_replay_of_smoke_matches_the_dataset(
     stack: Settings, api_url: str, admin_key: str, tmp_path: Path
 ) -> None:
     size = load_dataset(DATASETS / "smoke.json").size
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulator",
-            "run",
-            str(DATASETS / "smoke.json"),
-            "--speed",
-            "8",
-            "--api-url",
-            api_url,
-            "--kafka",
-            stack.kafka_bootstrap,
-            "--report-dir",
-            str(tmp_path),
-            "--drain-timeout",
-            "90",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        env={**os.environ, "TASKPLATFORM_API_KEY": admin_key},
-        capture_output=True,
-        text=True,
+    report = run_simulator(
+        DATASETS / "smoke.json",
+        stack,
+        api_url,
+        admin_key,
+        tmp_path,
+        *("--speed", "8", "--drain-timeout", "90"),
         timeout=180,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
     succeeded, failed = expected_outcomes(stack)
     assert report["follow"] == "kafka"
     assert (report["planned"], report["sent"], report["accepted"]) == (size, size, size)
@@ -220,7 +202,13 @@ def test_a_real_replay_of_smoke_matches_the_dataset(
 
 
 def run_simulator(
-    dataset: Path, stack: Settings, api_url: str, key: str, report_dir: Path, *extra: str
+    dataset: Path,
+    stack: Settings,
+    api_url: str,
+    key: str,
+    report_dir: Path,
+    *extra: str,
+    timeout: float = 240,
 ) -> dict[str, Any]:
     """`python -m simulator run` of `dataset` against the stack; its report."""
     result = subprocess.run(
@@ -233,7 +221,7 @@ def run_simulator(
         env={**os.environ, "TASKPLATFORM_API_KEY": key},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report: dict[str, Any] = json.loads((report_dir / "report.json").read_text())
