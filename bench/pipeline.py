@@ -114,7 +114,7 @@ def _plain_worker(
     """A plain Celery worker (bench.plain_celery), prefork with the given concurrency, on
     its own Redis database, emptied before and after. `queued` is Python run against it
     before the worker starts; yields the database and a runner for more such code."""
-    url = f"redis://127.0.0.1:{main.redis_port}/14"
+    url = main.redis_url.rsplit("/", 1)[0] + "/14"  # keeps the password, if any
     client = redis.Redis.from_url(url)
     client.flushdb()
     env = {**os.environ, "PLAIN_BROKER_URL": url}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from core.kafka import make_producer
+from core.kafka import client_config, make_producer
 from core.messages import EVENT_NAMESPACE, MalformedMessage, decode_request, utcnow
 from core.settings import Settings
 
@@ -44,7 +44,7 @@ def dead_letters(settings: Settings, *, timeout: float = 10.0) -> list[Message]:
     """Every message on the dead-letter topic, up to its end as of now."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings),
             "group.id": f"{settings.consumer_group_prefix}-replay-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }

@@ -5,6 +5,7 @@ register routines on it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
@@ -66,6 +67,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings, name: str) -> Celery:
+    # Celery prefers the CELERY_BROKER_URL variable to its configuration; the settings have
+    # read it already (and completed it with REDIS_PASSWORD), so theirs must win.
+    os.environ.pop("CELERY_BROKER_URL", None)
     app = Celery(name, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

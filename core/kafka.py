@@ -34,10 +34,36 @@ def _log_client_error(err: KafkaError) -> None:
     log.warning("kafka client error: %s", err)
 
 
+def security_config(settings: Settings) -> dict[str, Any]:
+    """How a client proves who it is, and checks the brokers, in librdkafka's words
+    (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*)."""
+    protocol = settings.kafka_security_protocol
+    config: dict[str, Any] = {"security.protocol": protocol.lower()}
+    if protocol.startswith("SASL") and settings.kafka_sasl_password is not None:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if protocol.endswith("SSL"):
+        files = {
+            "ssl.ca.location": settings.kafka_ssl_ca_location,
+            "ssl.certificate.location": settings.kafka_ssl_certificate_location,
+            "ssl.key.location": settings.kafka_ssl_key_location,
+        }
+        config.update({name: value for name, value in files.items() if value})
+        if settings.kafka_ssl_key_password:
+            config["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    return config
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Where the brokers are and how to prove who we are: the base of every client."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, **security_config(settings)}
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """An idempotent, acks=all producer that gives up on a message after the produce timeout."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **client_config(settings),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
@@ -61,7 +87,7 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
     """A consumer for at-least-once processing: offsets are stored only by the caller,
     after its work is done (`store_offsets`), and committed in the background."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **client_config(settings),
         "group.id": group_id,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 500,
@@ -80,7 +106,7 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
 
 def make_admin(settings: Settings) -> AdminClient:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **client_config(settings),
         "socket.connection.setup.timeout.ms": 3000,
         "log_level": 4,
         "logger": _librdkafka_log,

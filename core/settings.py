@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from core import credentials
 from core.limits import Limits
 from core.payloads import PayloadSchema, SchemaError, builtin_schema
 from core.priority import DEFAULT_WEIGHTS, Priority, parse_priority_map
@@ -164,6 +166,18 @@ class Settings(BaseSettings):
     # min(3, KAFKA_BROKERS) copies, a majority of them in sync for a write (2 of 3).
     kafka_replication_factor: int = Field(default=0, ge=0, le=9)
     kafka_min_insync_replicas: int = Field(default=0, ge=0, le=9)
+    # How clients prove who they are (README, "Configuration"). Unset, the local stack's
+    # generated credentials are used once it has them (SASL/SCRAM, `admin` for tools),
+    # else PLAINTEXT; for another cluster, say what it asks for.
+    kafka_security_protocol: Literal["", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = ""
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str = ""
+    kafka_ssl_certificate_location: str = ""
+    kafka_ssl_key_location: str = ""
+    kafka_ssl_key_password: SecretStr | None = None
+    _local_kafka: bool = PrivateAttr(default=True)
 
     # Postgres and Redis.
     postgres_port: int = Field(default=5432, ge=1, le=65535)
@@ -171,6 +185,9 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     redis_url: str = ""
     celery_broker_url: str = ""
+    # Put into REDIS_URL and CELERY_BROKER_URL where a redis:// URL carries no password;
+    # unset, the local stack's generated one when REDIS_URL is not given.
+    redis_password: SecretStr | None = None
 
     # Processes.
     api_host: str = "127.0.0.1"
@@ -345,11 +362,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:
-        # Frozen model: derived defaults are set once, here.
+        # Frozen model: derived defaults are set once, here. The local stack's passwords
+        # come from its run folder (core.credentials), percent-encoded into the URLs.
+        self._local_kafka = not self.kafka_bootstrap
+        try:
+            self._derive_kafka_credentials()
+            pg_password = _userinfo(credentials.read(self.run_dir, credentials.POSTGRES))
+            if self.redis_password is None and not self.redis_url:
+                local = credentials.read(self.run_dir, credentials.REDIS)
+                if local is not None:
+                    object.__setattr__(self, "redis_password", SecretStr(local))
+        except PermissionError as exc:
+            raise ValueError(f"RUN_DIR: {exc}") from None
         derived = {
             "kafka_bootstrap": ",".join(f"127.0.0.1:{node[1]}" for node in self.kafka_nodes),
             "database_url": (
-                f"postgresql+psycopg://taskplatform@127.0.0.1:{self.postgres_port}/taskplatform"
+                f"postgresql+psycopg://taskplatform{pg_password}@127.0.0.1:{self.postgres_port}"
+                "/taskplatform"
             ),
             "redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
         }
@@ -358,6 +387,10 @@ class Settings(BaseSettings):
                 object.__setattr__(self, name, default)
         if not self.celery_broker_url:
             object.__setattr__(self, "celery_broker_url", self.redis_url)
+        if self.redis_password is not None:
+            password = self.redis_password.get_secret_value()
+            for name in ("redis_url", "celery_broker_url"):
+                object.__setattr__(self, name, _with_password(getattr(self, name), password))
         problems = self.limits.problems()
         if problems:
             raise ValueError("; ".join(problems))
@@ -369,7 +402,54 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def _derive_kafka_credentials(self) -> None:
+        """KAFKA_SECURITY_PROTOCOL and the SASL settings, completed for the local stack
+        from its run folder (the `admin` principal over PLAIN, for tools), and checked."""
+        generated = self._local_kafka and (
+            credentials.read(self.run_dir, credentials.kafka(credentials.KAFKA_ADMIN)) is not None
+        )
+        protocol = self.kafka_security_protocol or ("SASL_PLAINTEXT" if generated else "PLAINTEXT")
+        object.__setattr__(self, "kafka_security_protocol", protocol)
+        if protocol.startswith("SASL"):
+            if not self.kafka_sasl_username and self._local_kafka:
+                object.__setattr__(self, "kafka_sasl_username", credentials.KAFKA_ADMIN)
+            if not self.kafka_sasl_mechanism:
+                admin = self._local_kafka and self.kafka_sasl_username == credentials.KAFKA_ADMIN
+                mechanism = "PLAIN" if admin else "SCRAM-SHA-512"
+                object.__setattr__(self, "kafka_sasl_mechanism", mechanism)
+            if self.kafka_sasl_password is None and self._local_kafka:
+                name = credentials.kafka(self.kafka_sasl_username)
+                local = credentials.read(self.run_dir, name)
+                if local is not None:
+                    object.__setattr__(self, "kafka_sasl_password", SecretStr(local))
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL {protocol} needs KAFKA_SASL_USERNAME and "
+                    "KAFKA_SASL_PASSWORD"
+                )
+        elif self.kafka_sasl_username or self.kafka_sasl_password is not None:
+            raise ValueError(
+                f"KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set but KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}: use SASL_PLAINTEXT or SASL_SSL"
+            )
+        tls_files = (
+            self.kafka_ssl_ca_location,
+            self.kafka_ssl_certificate_location,
+            self.kafka_ssl_key_location,
+        )
+        if not protocol.endswith("SSL") and (any(tls_files) or self.kafka_ssl_key_password):
+            raise ValueError(
+                f"KAFKA_SSL_* settings are set but KAFKA_SECURITY_PROTOCOL is {protocol}: "
+                "use SSL or SASL_SSL"
+            )
+
     # Derived views.
+
+    @property
+    def local_kafka(self) -> bool:
+        """Whether Kafka is the local stack's own (KAFKA_BOOTSTRAP not given): `ops` runs
+        it, gives each component its own principal and keeps their ACLs."""
+        return self._local_kafka
 
     @property
     def kafka_nodes(self) -> list[tuple[int, int, int]]:
@@ -414,6 +494,25 @@ class Settings(BaseSettings):
         return data
 
 
+def _userinfo(password: str | None) -> str:
+    """`:password` for a URL's user part, percent-encoded; empty without one."""
+    return f":{quote(password, safe='')}" if password else ""
+
+
+def _with_password(url: str, password: str) -> str:
+    """A redis:// (rediss://) URL that carries no password, given `password`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss"):
+        return url
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        user, _, _ = authority.rpartition("@")
+        if ":" in user:
+            return url  # it has its own
+        return f"{scheme}://{user}{_userinfo(password)}@{rest.split('@', 1)[1]}"
+    return f"{scheme}://{_userinfo(password)}@{rest}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment; raise ConfigError naming what is wrong."""
     try:
@@ -439,7 +538,15 @@ def settings_or_exit() -> Settings:
 
 
 # Settings whose values are secrets: never printed.
-SECRET_FIELDS = frozenset({"flower_basic_auth", "metrics_token"})
+SECRET_FIELDS = frozenset(
+    {
+        "flower_basic_auth",
+        "metrics_token",
+        "redis_password",
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
+    }
+)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

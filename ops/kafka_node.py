@@ -1,15 +1,28 @@
 """Apache Kafka (KRaft) from Maven Central's jars: one node, or a cluster of KAFKA_BROKERS
-nodes on loopback, each broker and controller."""
+nodes on loopback, each broker and controller.
+
+Every listener asks who is calling (SASL, no TLS on loopback). The brokers and
+controllers know one principal from their own configuration, `admin` (PLAIN, a super
+user): they talk to each other as it, and ops uses it, so neither depends on credentials
+kept in the cluster's metadata. Each platform component has a SCRAM-SHA-512 principal of
+its own, written into the metadata when the storage is formatted (and kept up to date by
+ops/kafka_acl.py for a cluster formatted before), with ACLs (StandardAuthorizer) that
+allow it only what it needs. The passwords are in the run folder (core/credentials.py);
+a run folder without them runs a PLAINTEXT node, as earlier versions did.
+"""
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
+from core import credentials
 from core.settings import Settings
+from ops.credentials import private_file
 
 KAFKA_VERSION = "4.1.2"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,18 +88,16 @@ def render_config(settings: Settings, home: Path, node: int = 1) -> Path:
             f"default.replication.factor={replicas}",
             f"min.insync.replicas={in_sync}",
         ]
-    properties.write_text(
+    # The file holds the admin password: readable by its owner only.
+    private_file(
+        properties,
         "\n".join(
             [
                 "# Written by `make up` from the platform settings; edits are overwritten.",
                 "process.roles=broker,controller",
                 f"node.id={node}",
                 *quorum,
-                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://{controller}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
+                *_listeners(settings.run_dir, port, controller),
                 f"log.dirs={data}",
                 f"num.partitions={settings.topic_partitions}",
                 "auto.create.topics.enable=false",
@@ -100,7 +111,7 @@ def render_config(settings: Settings, home: Path, node: int = 1) -> Path:
                 "log.retention.hours=168",
                 "",
             ]
-        )
+        ),
     )
     (home / "log4j2.yaml").write_text(
         f"""Configuration:
@@ -129,6 +140,58 @@ def render_config(settings: Settings, home: Path, node: int = 1) -> Path:
     return properties
 
 
+def _jaas_plain(password: str) -> str:
+    """The PLAIN login of the brokers' own principal: as a client (username, password)
+    and as the server's one user (user_admin)."""
+    admin = credentials.KAFKA_ADMIN
+    return (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{admin}" password="{password}" user_{admin}="{password}";'
+    )
+
+
+def _listeners(run_dir: Path, port: int, controller: str) -> list[str]:
+    """The listeners, and how each asks who is calling."""
+    password = credentials.read(run_dir, credentials.kafka(credentials.KAFKA_ADMIN))
+    if password is None:  # a run folder from before authentication
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+    return [
+        f"listeners=BROKER://127.0.0.1:{port},CONTROLLER://{controller}",
+        f"advertised.listeners=BROKER://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT",
+        "inter.broker.listener.name=BROKER",
+        # Clients: SCRAM (the components) or PLAIN (admin); brokers and controllers: PLAIN.
+        "listener.name.broker.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        f"listener.name.broker.plain.sasl.jaas.config={_jaas_plain(password)}",
+        f"listener.name.controller.plain.sasl.jaas.config={_jaas_plain(password)}",
+        "listener.name.broker.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{credentials.KAFKA_ADMIN}",
+        "allow.everyone.if.no.acl.found=false",
+    ]
+
+
+def scram_arguments(run_dir: Path) -> list[str]:
+    """`--add-scram` for every principal with a password in the run folder."""
+    found = []
+    for principal in credentials.KAFKA_PRINCIPALS:
+        password = credentials.read(run_dir, credentials.kafka(principal))
+        if password is not None:
+            found += ["--add-scram", f"SCRAM-SHA-512=[name={principal},password={password}]"]
+    return found
+
+
 def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
@@ -141,22 +204,38 @@ def cluster_id(run_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def format_storage_once(home: Path, cluster: str | None = None) -> None:
+def format_storage_once(
+    home: Path, cluster: str | None = None, run_dir: Path | None = None
+) -> bool:
     """Format the log directory, unless it already holds a cluster's data: a lone node
     with a new cluster id as a standalone quorum; a cluster node with `cluster`, the id
-    all its nodes share (the voters come from server.properties)."""
+    all its nodes share (the voters come from server.properties). The SCRAM principals
+    whose passwords `run_dir` holds are written into the metadata from the start.
+
+    The arguments (passwords among them) reach Java through an argument file of mode
+    0600, removed at once: a command line is readable by every local user. Returns
+    whether it formatted."""
     if (home / "data" / "meta.properties").exists():
-        return
+        return False
     quorum = ["--standalone"] if cluster is None else []
-    subprocess.run(
-        [
-            "java", "-cp", classpath(), "kafka.tools.StorageTool", "format",
-            f"--cluster-id={cluster or _new_cluster_id()}", "-c", str(home / "server.properties"),
-            *quorum,
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    scram = scram_arguments(run_dir) if run_dir is not None else []
+    arguments = [
+        "-cp", classpath(), "kafka.tools.StorageTool", "format",
+        f"--cluster-id={cluster or _new_cluster_id()}", "-c", str(home / "server.properties"),
+        *quorum, *scram,
+    ]  # fmt: skip
+    argfile = home / "format.args"
+    private_file(argfile, "\n".join(_argfile_quote(a) for a in arguments) + "\n")
+    try:
+        subprocess.run(["java", f"@{argfile}"], check=True, capture_output=True)
+    finally:
+        argfile.unlink(missing_ok=True)
+    return True
+
+
+def _argfile_quote(argument: str) -> str:
+    """One argument of a Java argument file, quoted (it may hold spaces or `"`)."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def server_argv(settings: Settings, home: Path) -> list[str]:
@@ -180,6 +259,14 @@ def active_controller(settings: Settings, timeout: float = 60) -> int:
     """The node id of the active controller (the KRaft quorum's leader), from the Admin
     API's DescribeMetadataQuorum (librdkafka has no such call, and its describe_cluster
     names a random broker in KRaft). Raises RuntimeError if the cluster cannot say."""
+    # The client's credentials go through the environment (a command line is public).
+    env = {**os.environ, "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol}
+    if settings.kafka_sasl_password is not None:
+        env.update(
+            KAFKA_SASL_MECHANISM=settings.kafka_sasl_mechanism,
+            KAFKA_SASL_USERNAME=settings.kafka_sasl_username,
+            KAFKA_SASL_PASSWORD=settings.kafka_sasl_password.get_secret_value(),
+        )
     result = subprocess.run(
         [
             "java", "-Xmx64m", "-Dlog4j2.level=OFF", "-cp", classpath(),
@@ -188,6 +275,7 @@ def active_controller(settings: Settings, timeout: float = 60) -> int:
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )  # fmt: skip
     lines = result.stdout.split()
     if result.returncode != 0 or not lines or not lines[-1].isdigit():

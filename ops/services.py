@@ -14,9 +14,11 @@ import httpx
 import redis
 from confluent_kafka.admin import AdminClient
 
+from core import credentials
 from core.kafka import make_admin
 from core.settings import Settings
-from ops import kafka_node, postgres_node
+from ops import kafka_acl, kafka_node, postgres_node
+from ops.credentials import ensure, private_file
 from ops.supervisor import ProcessSpec, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +87,12 @@ def _kafka_node_ready(settings: Settings, supervisor: Supervisor, node: int) -> 
 
 def _redis_ready(settings: Settings) -> Callable[[], bool]:
     def probe() -> bool:
-        client = redis.Redis(host="127.0.0.1", port=settings.redis_port, socket_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=settings.redis_port,
+            password=credentials.read(settings.run_dir, credentials.REDIS),
+            socket_timeout=1,
+        )
         try:
             return bool(client.ping())
         finally:
@@ -109,12 +116,38 @@ def flower_credentials(settings: Settings, run_dir: Path) -> str:
     """FLOWER_BASIC_AUTH if set, else credentials generated once into the run folder."""
     if settings.flower_basic_auth is not None:
         return settings.flower_basic_auth.get_secret_value()
-    path = run_dir / "secrets" / "flower_basic_auth"
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(f"admin:{secrets.token_urlsafe(18)}\n")
-    return path.read_text().strip()
+    ensure(run_dir, credentials.FLOWER, f"admin:{secrets.token_urlsafe(18)}")
+    secret = credentials.read(run_dir, credentials.FLOWER)
+    assert secret is not None
+    return secret
+
+
+def redis_config(run_dir: Path) -> Path:
+    """The local Redis's configuration file (mode 0600): its password, when the run folder
+    has one, never on a command line that every local user can read."""
+    path = run_dir.resolve() / "redis" / "redis.conf"
+    password = credentials.read(run_dir, credentials.REDIS)
+    lines = ["# Written by `make up` (ops/services.py); edits are overwritten."]
+    if password is not None:
+        lines.append(f'requirepass "{password}"')
+    private_file(path, "\n".join(lines) + "\n")
+    return path
+
+
+def kafka_identity(settings: Settings, run_dir: Path, principal: str) -> dict[str, str]:
+    """The environment that makes a component `principal` on the local Kafka (SCRAM), when
+    that Kafka asks; nothing otherwise (another cluster's settings reach it as they are)."""
+    if not settings.local_kafka or not settings.kafka_security_protocol.startswith("SASL"):
+        return {}
+    password = credentials.read(run_dir, credentials.kafka(principal))
+    if password is None:
+        return {}
+    return {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": principal,
+        "KAFKA_SASL_PASSWORD": password,
+    }
 
 
 def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
@@ -123,10 +156,11 @@ def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSp
     redis_dir = run_dir.resolve() / "redis"
 
     def prepare_postgres() -> None:
-        postgres_node.init_once(run_dir)
+        postgres_node.secure_offline(run_dir, postgres_node.init_once(run_dir))
 
     def prepare_redis() -> None:
         redis_dir.mkdir(parents=True, exist_ok=True)
+        redis_config(run_dir)
 
     return [
         *kafka_nodes(settings, supervisor),
@@ -144,6 +178,7 @@ def infrastructure(settings: Settings, supervisor: Supervisor) -> list[ProcessSp
             name="redis",
             argv=[
                 "redis-server",
+                str(redis_dir / "redis.conf"),
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -179,7 +214,8 @@ def kafka_nodes(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]
         def prepare(home: Path = home, node: int = node) -> None:
             kafka_node.render_config(settings, home, node)
             shared_id = kafka_node.cluster_id(supervisor.run_dir) if cluster else None
-            kafka_node.format_storage_once(home, shared_id)
+            if kafka_node.format_storage_once(home, shared_id, supervisor.run_dir):
+                kafka_acl.record_formatted(supervisor.run_dir)
 
         specs.append(
             ProcessSpec(
@@ -205,13 +241,16 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
     python = str(VENV_BIN / "python")
     metrics = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(supervisor.run_dir))}
 
+    def identity(name: str) -> dict[str, str]:
+        return kafka_identity(settings, supervisor.run_dir, group_of(name))
+
     def module(name: str, argv: list[str], **options: Any) -> ProcessSpec:
         ready_file = supervisor.ready_file(name)
         return ProcessSpec(
             name=name,
             argv=[python, "-m", *argv],
             ready=_file_ready(ready_file),
-            env={**metrics, "READY_FILE": str(ready_file.resolve())},
+            env={**metrics, **identity(name), "READY_FILE": str(ready_file.resolve())},
             cwd=REPO_ROOT,
             **options,
         )
@@ -242,7 +281,7 @@ def platform(settings: Settings, supervisor: Supervisor) -> list[ProcessSpec]:
             ],
             ready=_http_ready(settings.api_port, "/healthz"),
             port=settings.api_port,
-            env=metrics,
+            env={**metrics, **identity("api")},
             cwd=REPO_ROOT,
         ),
         *(module(name, ["recorder"]) for name in instance_names("recorder", settings.recorders)),

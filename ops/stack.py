@@ -12,7 +12,7 @@ from alembic.config import Config
 from alembic import command
 from core.kafka import check_topic_limits, ensure_topics
 from core.settings import Settings
-from ops import postgres_node, services
+from ops import credentials, kafka_acl, postgres_node, services
 from ops.supervisor import ProcessSpec, StartError, Supervisor, _probe, tail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +86,7 @@ class Stack:
         """Start what is not running, in order; returns the names it started."""
         started: list[str] = []
         migrated = not migrate
+        self._provision(self._select(names))
         selected = self._select(names)
         platform_names = {s.name for s in self.specs() if not services.is_infrastructure(s.name)}
         fresh_metrics = not any(self.supervisor.tracked(name) for name in platform_names)
@@ -108,6 +109,13 @@ class Stack:
             if echo:
                 verb = "started" if fresh else "running"
                 took = f" in {time.monotonic() - t0:.1f}s" if fresh else ""
+                if not fresh and credentials.missing(
+                    self.supervisor.run_dir, services.group_of(spec.name)
+                ):
+                    took = (
+                        ", without a password: it was started before authentication was "
+                        "turned on; `make down`, then `make up` turns it on"
+                    )
                 print(f"  {spec.name:<10} {verb} (pid {pid}){took}", flush=True)
         kinds = {services.group_of(s.name) for s in selected}
         if not migrated and {"kafka", "postgres"} <= kinds:
@@ -115,6 +123,40 @@ class Stack:
         if started:
             self.settle(started, echo=echo)
         return started
+
+    def _provision(self, selected: list[ProcessSpec]) -> None:
+        """Make the secrets of each service about to start that has none yet, and read the
+        settings again so that ops' own clients use them. A service already running
+        without them (started before authentication was turned on) is left as it is.
+
+        Raises StartError if platform processes run: started without the new secret, they
+        would be locked out.
+        """
+        run_dir = self.supervisor.run_dir
+        credentials.secure(run_dir)
+        specs = self.specs()
+        kinds = {services.group_of(s.name) for s in selected if services.is_infrastructure(s.name)}
+        made: list[str] = []
+        for kind in sorted(kinds):
+            if not credentials.missing(run_dir, kind):
+                continue
+            members = [s.name for s in specs if services.group_of(s.name) == kind]
+            if any(self.supervisor.tracked(name) for name in members):
+                continue
+            running = [
+                s.name
+                for s in specs
+                if not services.is_infrastructure(s.name) and self.supervisor.tracked(s.name)
+            ]
+            if running:
+                raise StartError(
+                    kind,
+                    f"it would now ask for a password that {', '.join(running)} (started "
+                    "without one) do not know: stop the stack (`make down`), then `make up`",
+                )
+            made += credentials.provision(run_dir, kind)
+        if made:
+            self.settings = reloaded(self.settings)
 
     def settle(
         self, names: list[str], *, seconds: float = SETTLE_SECONDS, echo: bool = True
@@ -157,6 +199,10 @@ class Stack:
         except Exception as exc:
             raise StartError("kafka topics", str(exc)) from None
         try:
+            kafka_acl.ensure(self.settings)
+        except Exception as exc:
+            raise StartError("kafka principals and ACLs", str(exc)) from None
+        try:
             upgrade_schema(self.settings)
         except Exception as exc:
             raise StartError("alembic migrations", str(exc)) from None
@@ -190,6 +236,13 @@ class Stack:
                 )
             )
         return result
+
+
+def reloaded(settings: Settings) -> Settings:
+    """The same settings read again (what was given stays; what was derived, such as the
+    URLs with the run folder's passwords, is derived anew)."""
+    given = {name: getattr(settings, name) for name in settings.model_fields_set}
+    return type(settings)(_env_file=None, **given)  # type: ignore[call-arg]
 
 
 def alembic_config(settings: Settings) -> Config:

@@ -27,10 +27,10 @@ import httpx
 import psycopg
 import redis
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from core.db import make_engine
+from core.kafka import client_config, make_admin
 from core.settings import Settings, load_settings
 from ops.keys import issue_key
 from ops.postgres_node import admin_dsn
@@ -75,6 +75,20 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
             return
         time.sleep(0.1)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def kafka_access(main: Settings) -> dict[str, str]:
+    """The environment that lets an instance's processes use the main stack's Kafka: its
+    tools' principal (the local stack's `admin`, a super user, since an instance's topics
+    and groups have names of their own), or PLAINTEXT on a stack without authentication."""
+    env: dict[str, str] = {"KAFKA_SECURITY_PROTOCOL": main.kafka_security_protocol}
+    if main.kafka_sasl_password is not None:
+        env.update(
+            KAFKA_SASL_MECHANISM=main.kafka_sasl_mechanism,
+            KAFKA_SASL_USERNAME=main.kafka_sasl_username,
+            KAFKA_SASL_PASSWORD=main.kafka_sasl_password.get_secret_value(),
+        )
+    return env
 
 
 PLATFORM = ["api", "recorder", "bridge"]
@@ -122,6 +136,7 @@ class Instance:
                 "DATABASE_URL": main.database_url.rsplit("/", 1)[0] + f"/{self.database}",
                 "REDIS_URL": main.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
                 "KAFKA_BOOTSTRAP": main.kafka_bootstrap,
+                **kafka_access(main),
                 "LOG_LEVEL": "INFO",
                 **env,
             }
@@ -184,7 +199,7 @@ class Instance:
         group = f"{settings.consumer_group_prefix}-bridge"
         consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **client_config(settings),
                 "group.id": group,
                 "enable.auto.commit": False,
             }
@@ -251,7 +266,7 @@ class Instance:
             self._engine.dispose()
         with psycopg.connect(admin_dsn(self.main), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
-        admin = AdminClient({"bootstrap.servers": self.main.kafka_bootstrap})
+        admin = make_admin(self.main)
         topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.token)]
         if topics:
             for future in admin.delete_topics(topics).values():

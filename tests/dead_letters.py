@@ -9,6 +9,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from core.kafka import client_config
 from core.settings import Settings
 from tests.helpers import wait_for
 
@@ -18,7 +19,7 @@ class DeadLetterWatch:
 
     def __init__(self, settings: Settings) -> None:
         self.consumer = Consumer(
-            {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-dlq-{uuid.uuid4()}"}
+            {**client_config(settings), "group.id": f"test-dlq-{uuid.uuid4()}"}
         )
         partition = TopicPartition(settings.dlq_topic, 0)
         _, high = self.consumer.get_watermark_offsets(partition, timeout=10)

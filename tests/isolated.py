@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ops.credentials import provision_all
 from testing.instance import REPO, free_port, isolated_run_dir, run_ops
 
 __all__ = ["REPO", "free_port", "isolated_env", "isolated_run_dir", "ops"]
@@ -23,8 +24,12 @@ PORT_VARIABLES = (
 )
 
 
-def isolated_env(run_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for `python -m ops` that points every port and the run folder elsewhere."""
+def isolated_env(run_dir: Path, *, provision: bool = True, **extra: str) -> dict[str, str]:
+    """Environment for `python -m ops` that points every port and the run folder elsewhere.
+    The run folder's secrets are made now, so settings computed before `ops up` (as
+    tests.faults.harness.isolated_settings does) carry the passwords the stack will ask for."""
+    if provision:
+        provision_all(run_dir)
     env = {k: v for k, v in os.environ.items() if k not in PORT_VARIABLES}
     env.update({name: str(free_port()) for name in PORT_VARIABLES})
     env["RUN_DIR"] = str(run_dir)

@@ -1,9 +1,11 @@
 """No key or password is in any log of the stack.
 
 The test sends keys and the Flower password itself, in every way a client might (right,
-wrong, malformed, in the URL), follows a task through every stage, and then reads every
-log. It does not need to run last: what it checks is its own traffic (and whatever other
-tests sent before it, which it reads too).
+wrong, malformed, in the URL), tries Postgres, Redis and Kafka with a wrong password,
+follows a task through every stage, and then reads every log (Kafka's own and Postgres'
+included) for those and for every password the run folder keeps (core/credentials.py).
+It does not need to run last: what it checks is its own traffic (and whatever other tests
+sent before it, which it reads too).
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+import redis
+from confluent_kafka import Producer
 from sqlalchemy import Engine
 
 from app.auth import create_key
+from core import credentials
+from core.kafka import client_config
 from core.settings import Settings
 from ops.services import flower_credentials
 from tests.tasks_db import wait_terminal
@@ -69,12 +76,52 @@ def _send_secrets(stack: Settings, api_url: str, key: str, unknown: str) -> str:
     return task_id
 
 
+def _wrong_passwords(stack: Settings, wrong: str) -> None:
+    """Postgres, Redis and Kafka each refuse `wrong` (and log the refusal)."""
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            host="127.0.0.1", port=stack.postgres_port, user="postgres", password=wrong,
+            dbname="postgres", connect_timeout=5,
+        ).close()  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=stack.redis_port, password=wrong)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()
+    finally:
+        client.close()
+    refused: list[object] = []
+    producer = Producer(
+        {**client_config(stack), "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "api",
+         "sasl.password": wrong, "message.timeout.ms": 3000, "log_level": 0}
+    )  # fmt: skip
+    producer.produce(stack.request_topic("alpha"), b"x", on_delivery=lambda e, m: refused.append(e))
+    producer.flush(10)
+    assert refused and refused[0] is not None
+
+
+def _kept_passwords(stack: Settings) -> dict[str, str]:
+    """Every secret of the run folder, by file name (none on a stack from before)."""
+    folder = credentials.folder(stack.run_dir)
+    found = {}
+    for path in sorted(folder.iterdir()) if folder.exists() else []:
+        value = credentials.read(stack.run_dir, path.name)
+        if value and not path.name.endswith(".json"):
+            found[path.name] = (
+                value.split(":", 1)[-1] if path.name == "flower_basic_auth" else value
+            )
+    return found
+
+
 def test_no_key_or_password_appears_in_any_log(
     stack: Settings, api_url: str, engine: Engine
 ) -> None:
     key = create_key(engine, team="alpha", admin=False)[1]
     unknown = f"tpk_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
     task_id = _send_secrets(stack, api_url, key, unknown)
+    kept = _kept_passwords(stack)
+    wrong = secrets.token_urlsafe(24)
+    if credentials.REDIS in kept:  # a stack that asks for passwords
+        _wrong_passwords(stack, wrong)
     # Through the bridge, a worker and the recorder: each stage has logged what it would.
     assert wait_terminal(engine, [task_id]) == {task_id: "SUCCEEDED"}
 
@@ -90,6 +137,8 @@ def test_no_key_or_password_appears_in_any_log(
             (key, "our key"),
             (unknown, "an unknown key"),
             (password, "the Flower password"),
+            (wrong, "a wrong password"),
+            *((value, f"the password in secrets/{name}") for name, value in kept.items()),
         ):
             if secret in text:
                 leaks.append(f"{path}: {what}")

@@ -26,7 +26,7 @@ TEST_DB = 1
 
 @pytest.fixture()
 def dispatcher(stack: Settings) -> Iterator[tuple[CeleryDispatcher, redis.Redis]]:
-    url = f"redis://127.0.0.1:{stack.redis_port}/{TEST_DB}"
+    url = stack.redis_url.rsplit("/", 1)[0] + f"/{TEST_DB}"  # with its password
     settings = stack.model_copy(update={"redis_url": url, "celery_broker_url": url})
     client = redis.Redis.from_url(url)
     client.flushdb()

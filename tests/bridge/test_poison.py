@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine
 
-from core.kafka import make_producer
+from core.kafka import client_config, make_producer
 from core.settings import Settings
 from tests.helpers import wait_for
 from tests.tasks_db import wait_terminal
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.stack
 
 
 def _dlq_end(settings: Settings) -> tuple[Consumer, TopicPartition]:
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-dlq-{uuid.uuid4()}"}
-    )
+    consumer = Consumer({**client_config(settings), "group.id": f"test-dlq-{uuid.uuid4()}"})
     partition = TopicPartition(settings.dlq_topic, 0)
     _, high = consumer.get_watermark_offsets(partition, timeout=10)
     consumer.assign([TopicPartition(settings.dlq_topic, 0, high)])

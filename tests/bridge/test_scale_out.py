@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 
+from core.kafka import make_admin
 from core.settings import Settings
 from tests.helpers import wait_for
 from tests.instance import Instance, submit
@@ -34,7 +34,7 @@ def instance(stack: Settings) -> Iterator[Instance]:
 def _members(instance: Instance) -> dict[str, int]:
     """Consumer id -> number of partitions, for the bridges' group."""
     assert instance.settings is not None
-    admin = AdminClient({"bootstrap.servers": instance.settings.kafka_bootstrap})
+    admin = make_admin(instance.settings)
     group = f"{instance.settings.consumer_group_prefix}-bridge"
     description = admin.describe_consumer_groups([group])[group].result(10)
     return {

@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from confluent_kafka.admin import AdminClient, ClusterMetadata
+from confluent_kafka.admin import ClusterMetadata
 from sqlalchemy import Engine, create_engine, text
 
 from app.auth import create_key
+from core.kafka import make_admin
 from ops import kafka_node
 from ops.supervisor import Supervisor
 from tests.faults.harness import Exchange, IsolatedStack, Load, isolated_stack, outcome, timelines
@@ -67,7 +68,7 @@ class Cluster(IsolatedStack):
     def metadata(self) -> ClusterMetadata:
         # A new client each time: one whose only connection was to the broker just killed
         # timed out asking for metadata (librdkafka connects to other brokers sparingly).
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        admin = make_admin(self.settings)
         return admin.list_topics(timeout=10)
 
     def partitions(self) -> list[tuple[str, int, int, int]]:
@@ -86,7 +87,7 @@ class Cluster(IsolatedStack):
         return [p for p in self.partitions() if p[3] < BROKERS]
 
     def group_members(self, group: str) -> int:
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        admin = make_admin(self.settings)
         future = admin.describe_consumer_groups([group])[group]
         return len(future.result(timeout=10).members)
 

@@ -142,7 +142,7 @@ def _run(world: World, engine: Engine) -> None:
         faults["kill -9 kafka"] = (killed, world.pid("kafka"))
 
         more(300)
-        client = redis.Redis(port=world.settings.redis_port)
+        client = redis.Redis.from_url(world.settings.redis_url)
         marker = f"faults:marker:{uuid.uuid4().hex}"
         client.set(marker, "written before the shutdown")
         stored = client.exists(marker)
@@ -156,7 +156,7 @@ def _run(world: World, engine: Engine) -> None:
         # Without saving *and* without its append-only file: the broker's data is lost.
         shutil.rmtree(world.run_dir / "redis", ignore_errors=True)
         world.up()
-        with redis.Redis(port=world.settings.redis_port) as client:
+        with redis.Redis.from_url(world.settings.redis_url) as client:
             faults["redis shut down without saving, its data thrown away"] = (
                 stored,
                 client.exists(marker),

@@ -3,6 +3,7 @@ socket path may be (107 bytes) starts every component and carries a task end to 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from app.auth import create_key
+from core import credentials
 from core.db import make_engine
 from core.settings import Settings
 from ops import postgres_node
@@ -38,9 +40,13 @@ def long_run_dir() -> Iterator[Path]:
 
 def _postgres_tools_answer(settings: Settings, data: Path) -> None:
     """The Postgres client tools an operator would reach for work against the TCP-only
-    cluster (given -h, as for any server without a socket in the default place)."""
+    cluster (given -h, as for any server without a socket in the default place, and the
+    superuser's password from the run folder)."""
     tools = postgres_node.bin_dir()
     port = str(settings.postgres_port)
+    password = credentials.read(settings.run_dir, credentials.POSTGRES_SUPERUSER)
+    assert password
+    env = {**os.environ, "PGPASSWORD": password}
     ready = subprocess.run(
         [str(tools / "pg_isready"), "-h", "127.0.0.1", "-p", port, "-U", "postgres"],
         capture_output=True,
@@ -56,6 +62,7 @@ def _postgres_tools_answer(settings: Settings, data: Path) -> None:
         capture_output=True,
         text=True,
         timeout=30,
+        env=env,
     )  # fmt: skip
     assert query.returncode == 0 and query.stdout.strip() == "1", query.stdout + query.stderr
     status = subprocess.run(

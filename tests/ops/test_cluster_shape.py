@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from core import credentials
 from core.settings import ConfigError, Settings, load_settings
 from ops import kafka_node, services
+from ops.credentials import provision
 from ops.stack import Stack
 from ops.supervisor import StartError
 
@@ -86,14 +88,23 @@ def test_a_kind_names_every_component_of_it(tmp_path: Path) -> None:
 def test_each_node_is_a_voter_with_its_own_ports_and_replicated_internal_topics(
     tmp_path: Path,
 ) -> None:
+    provision(tmp_path, "kafka")
     settings = _settings(tmp_path, kafka_brokers=3, kafka_port=20000, kafka_controller_port=20001)
-    text = kafka_node.render_config(settings, tmp_path / "kafka-2", 2).read_text()
-    lines = set(text.splitlines())
+    path = kafka_node.render_config(settings, tmp_path / "kafka-2", 2)
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds the brokers' password
+    lines = set(path.read_text().splitlines())
     assert {
         "node.id=2",
         "controller.quorum.voters=1@127.0.0.1:20001,2@127.0.0.1:20003,3@127.0.0.1:20005",
-        "listeners=PLAINTEXT://127.0.0.1:20002,CONTROLLER://127.0.0.1:20003",
-        "advertised.listeners=PLAINTEXT://127.0.0.1:20002",
+        "listeners=BROKER://127.0.0.1:20002,CONTROLLER://127.0.0.1:20003",
+        "advertised.listeners=BROKER://127.0.0.1:20002",
+        "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT",
+        "inter.broker.listener.name=BROKER",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:admin",
+        "allow.everyone.if.no.acl.found=false",
         "min.insync.replicas=2",
         "default.replication.factor=3",
         "offsets.topic.replication.factor=3",
@@ -103,6 +114,21 @@ def test_each_node_is_a_voter_with_its_own_ports_and_replicated_internal_topics(
     assert not any(line.startswith("controller.quorum.bootstrap.servers") for line in lines)
     # One id for the whole cluster, made once.
     assert kafka_node.cluster_id(tmp_path) == kafka_node.cluster_id(tmp_path)
+
+
+def test_a_run_folder_without_kafka_secrets_keeps_a_plaintext_node(tmp_path: Path) -> None:
+    """One from before authentication, whose Kafka still runs (`make down` turns it on)."""
+    text = kafka_node.render_config(_settings(tmp_path), tmp_path / "kafka").read_text()
+    assert "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" in text
+    assert "sasl" not in text and "authorizer" not in text
+
+
+def test_format_adds_every_principal_with_its_password(tmp_path: Path) -> None:
+    provision(tmp_path, "kafka")
+    arguments = kafka_node.scram_arguments(tmp_path)
+    for principal in ("admin", "api", "bridge", "worker", "recorder"):
+        password = credentials.read(tmp_path, credentials.kafka(principal))
+        assert f"SCRAM-SHA-512=[name={principal},password={password}]" in arguments
 
 
 def test_a_single_node_is_a_standalone_quorum_with_one_copy(tmp_path: Path) -> None:

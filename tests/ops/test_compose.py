@@ -33,6 +33,16 @@ CONTAINER_VALUES = {
     "REDIS_PORT": "6379",
     "REDIS_URL": "redis://redis:6379/0",
     "CELERY_BROKER_URL": "redis://redis:6379/0",
+    "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "KAFKA_SASL_MECHANISM": "PLAIN",
+    "KAFKA_SASL_USERNAME": "taskplatform",
+    "KAFKA_SSL_CA_LOCATION": "",
+    "KAFKA_SSL_CERTIFICATE_LOCATION": "",
+    "KAFKA_SSL_KEY_LOCATION": "",
+    "KAFKA_SSL_KEY_PASSWORD": "",
+    # Secrets the file asks the shell for: Compose refuses to start without them.
+    "REDIS_PASSWORD": "${REDIS_PASSWORD:?set REDIS_PASSWORD}",
+    "KAFKA_SASL_PASSWORD": "${KAFKA_SASL_PASSWORD:?set KAFKA_SASL_PASSWORD}",
     "API_HOST": "0.0.0.0",
     "API_PORT": "8000",
     "FLOWER_ADDRESS": "0.0.0.0",
@@ -53,7 +63,13 @@ PUBLISHED = {
     "api": "API_PORT",
     "flower": "FLOWER_PORT",
 }
-HOST = {"POSTGRES_PASSWORD": "pw", "FLOWER_BASIC_AUTH": "admin:pw"}
+HOST = {
+    "POSTGRES_PASSWORD": "pw",
+    "POSTGRES_SUPERUSER_PASSWORD": "super-pw",
+    "REDIS_PASSWORD": "redis-pw",
+    "KAFKA_SASL_PASSWORD": "kafka-pw",
+    "FLOWER_BASIC_AUTH": "admin:pw",
+}
 
 
 def settings_variables() -> set[str]:
@@ -91,11 +107,11 @@ def test_the_interpolated_file_validates_too(document: dict[str, Any], tmp_path:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_required_secret_left_unset_stops_compose(document: dict[str, Any]) -> None:
-    with pytest.raises(compose.MissingVariable, match="POSTGRES_PASSWORD"):
-        compose.interpolate(document, {"FLOWER_BASIC_AUTH": "a:b"})
-    with pytest.raises(compose.MissingVariable, match="FLOWER_BASIC_AUTH"):
-        compose.interpolate(document, {"POSTGRES_PASSWORD": "pw"})
+@pytest.mark.parametrize("secret", sorted(HOST))
+def test_a_required_secret_left_unset_stops_compose(document: dict[str, Any], secret: str) -> None:
+    others = {name: value for name, value in HOST.items() if name != secret}
+    with pytest.raises(compose.MissingVariable, match=secret):
+        compose.interpolate(document, others)
 
 
 def test_every_setting_is_in_the_shared_block(document: dict[str, Any]) -> None:
@@ -136,8 +152,15 @@ def test_each_container_loads_its_settings(document: dict[str, Any]) -> None:
         settings = load_settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
         assert settings.kafka_bootstrap == "kafka:9092"
         assert make_url(settings.database_url).host == "postgres"
-        assert settings.celery_broker_url == settings.redis_url == "redis://redis:6379/0"
+        assert settings.celery_broker_url == settings.redis_url == "redis://:redis-pw@redis:6379/0"
         assert settings.kafka_replication_factor == 1  # one broker in this file
+        assert settings.kafka_security_protocol == "SASL_PLAINTEXT"
+        assert (settings.kafka_sasl_mechanism, settings.kafka_sasl_username) == (
+            "PLAIN",
+            "taskplatform",
+        )
+        assert settings.kafka_sasl_password is not None
+        assert settings.kafka_sasl_password.get_secret_value() == "kafka-pw"
         assert settings.api_host == settings.flower_address == "0.0.0.0"
 
 
@@ -156,6 +179,54 @@ def test_the_postgres_password_is_never_put_into_a_url(document: dict[str, Any])
             "taskplatform",
             None,
         )
+
+
+def test_the_redis_password_reaches_the_urls_encoded_and_no_command_line(
+    document: dict[str, Any],
+) -> None:
+    password = "p@ss:/w%rd?#&1"
+    host = {**HOST, "REDIS_PASSWORD": password}
+    for service in compose.PLATFORM:
+        env = compose.service_environment(document, service, host)
+        assert password not in env["REDIS_URL"] + env["CELERY_BROKER_URL"]
+        settings = load_settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
+        for url in (settings.redis_url, settings.celery_broker_url):
+            assert url == "redis://:p%40ss%3A%2Fw%25rd%3F%23%261@redis:6379/0"
+    redis = compose.interpolate(document, host)["services"]["redis"]
+    assert password not in " ".join(redis["command"])  # `ps` on the host shows it
+    assert "$REDIS_PASSWORD" in redis["command"][-1]  # expanded by the container's shell
+    assert redis["environment"]["REDISCLI_AUTH"] == password  # for its healthcheck
+
+
+def test_every_kafka_listener_asks_for_the_platforms_password(
+    document: dict[str, Any],
+) -> None:
+    password = "kafka pass-word"
+    kafka = compose.interpolate(document, {**HOST, "KAFKA_SASL_PASSWORD": password})
+    env = kafka["services"]["kafka"]["environment"]
+    listeners = [item.split(":")[0] for item in env["KAFKA_LISTENERS"].split(",")]
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert sorted(protocols) == sorted(listeners)
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}
+    for listener in listeners:
+        jaas = env[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"]
+        assert f'user_taskplatform="{password}";' in jaas
+    assert password not in " ".join(kafka["services"]["kafka"]["healthcheck"]["test"])
+
+
+def test_the_platforms_postgres_role_is_not_the_images_superuser(
+    document: dict[str, Any],
+) -> None:
+    postgres = compose.interpolate(document, HOST)["services"]["postgres"]
+    env = postgres["environment"]
+    assert env["POSTGRES_USER"] == "postgres"
+    assert env["POSTGRES_PASSWORD"] == HOST["POSTGRES_SUPERUSER_PASSWORD"]
+    assert env["TASKPLATFORM_PASSWORD"] == HOST["POSTGRES_PASSWORD"]
+    script = "./deploy/postgres/initdb.sh:/docker-entrypoint-initdb.d/taskplatform.sh:ro"
+    assert script in postgres["volumes"]
+    assert (compose.REPO / "deploy" / "postgres" / "initdb.sh").stat().st_mode & 0o111
 
 
 def test_defaults_written_in_the_file_are_the_settings_defaults() -> None:

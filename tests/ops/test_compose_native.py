@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
+from core import credentials
+from core.kafka import make_admin
 from core.settings import Settings
-from ops import postgres_node
 from ops.postgres_node import admin_dsn
 from ops.supervisor import Supervisor
 from tests.conftest import TEST_SESSION_VARIABLE
@@ -49,7 +49,14 @@ pytestmark = [
 USER = "nobody"
 SERVICES = ["api", "recorder", "bridge", "worker", "flower"]
 PASSWORD = "p@ss:/w%rd?#&1 'x'"
-HOST = {"POSTGRES_PASSWORD": PASSWORD, "FLOWER_BASIC_AUTH": "admin:flower-pw"}
+HOST = {
+    "POSTGRES_PASSWORD": PASSWORD,
+    "FLOWER_BASIC_AUTH": "admin:flower-pw",
+    # The isolated stack's own (_container_env); these only make the file interpolate.
+    "POSTGRES_SUPERUSER_PASSWORD": "unused",
+    "REDIS_PASSWORD": "unused",
+    "KAFKA_SASL_PASSWORD": "unused",
+}
 CONSOLE_SCRIPTS = ["gunicorn", "flask"]  # what the commands and the README's exec call
 
 
@@ -70,19 +77,17 @@ def infrastructure() -> Iterator[Infrastructure]:
         for component in ("kafka", "postgres", "redis"):
             result = ops(env, "up", component, timeout=300)
             assert result.returncode == 0, result.stdout + result.stderr
-        _ask_for_a_password(settings, postgres_node.data_dir(run_dir))
+        _the_platforms_password(settings)
         yield Infrastructure(settings)
     finally:
         ops(env, "down")
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _ask_for_a_password(settings: Settings, data: Path) -> None:
-    hba = data / "pg_hba.conf"
-    hba.write_text("host all taskplatform 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+def _the_platforms_password(settings: Settings) -> None:
+    """The platform's role's password becomes PASSWORD (the stack asks for one anyway)."""
     with psycopg.connect(admin_dsn(settings), autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER ROLE taskplatform PASSWORD {}").format(sql.Literal(PASSWORD)))
-        conn.execute("SELECT pg_reload_conf()")
     dsn = f"host=127.0.0.1 port={settings.postgres_port} user=taskplatform dbname=taskplatform"
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(dsn, connect_timeout=5).close()
@@ -201,8 +206,17 @@ def image() -> Iterator[Image]:
 def _container_env(
     image: Image, service: str, settings: Settings, ports: dict[str, int]
 ) -> dict[str, str]:
-    """The service's compose environment, its addresses moved to this host."""
-    env = compose.service_environment(compose.load(), service, HOST)
+    """The service's compose environment, its addresses moved to this host, with the
+    isolated stack's Redis password and Kafka principal (its `admin`, over PLAIN as the
+    compose file's `taskplatform`)."""
+    run_dir = settings.run_dir
+    host = {
+        **HOST,
+        "REDIS_PASSWORD": credentials.read(run_dir, credentials.REDIS) or "",
+        "KAFKA_SASL_PASSWORD": credentials.read(run_dir, credentials.kafka("admin")) or "",
+    }
+    env = compose.service_environment(compose.load(), service, host)
+    env["KAFKA_SASL_USERNAME"] = "admin"
     state = {
         "/run/taskplatform": str(image.folder_for_the_user(service, "run")),
         "/run/metrics": str(image.folder_for_the_user(service, "metrics")),
@@ -223,7 +237,7 @@ def _healthcheck(service: dict[str, Any]) -> list[str]:
 
 
 def _topics(settings: Settings) -> set[str]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = make_admin(settings)
     return set(admin.list_topics(timeout=10).topics)
 
 
@@ -255,7 +269,11 @@ def test_the_services_run_as_the_images_user_from_a_read_only_copy(
                 assert started[name].poll() is None, (logs / f"{name}.log").read_text()
                 return bool(image.run(check, envs[name], timeout=30).returncode == 0)
 
-            wait_for(healthy, timeout=deadline, interval=0.5, what=f"{name}'s healthcheck")
+            try:
+                wait_for(healthy, timeout=deadline, interval=0.5, what=f"{name}'s healthcheck")
+            except AssertionError as exc:
+                log = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{exc}\n--- {name}'s log ---\n{log}") from None
 
         # The README's `docker compose exec api flask --app app keys create alpha`.
         made = image.run(["flask", "--app", "app", "keys", "create", "alpha"], envs["api"])

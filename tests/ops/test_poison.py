@@ -14,10 +14,11 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from core.kafka import make_admin, make_producer
+from core.kafka import client_config, make_admin, make_producer
 from core.settings import Settings, load_settings
 from ops.poison import Refused, committed_offset, run, skip_message
 from ops.stack import Stack
+from testing.instance import kafka_access
 from tests.helpers import wait_for
 from tests.instance import Instance
 from tests.isolated import ops
@@ -43,6 +44,7 @@ def scratch(stack: Settings, tmp_path: Path) -> Iterator[Scratch]:
         "DLQ_TOPIC": f"{token}.dlq",
         "CONSUMER_GROUP_PREFIX": token,
         "KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        **kafka_access(stack),  # the stack's tools' principal (its topics are its own)
         "RUN_DIR": str(tmp_path),  # no PID files: nothing here is "running"
     }
     settings = load_settings(**{name.lower(): value for name, value in config.items()})
@@ -70,7 +72,7 @@ def _produce(settings: Settings, topic: str, partition: int, values: list[bytes]
 
 def _commit(settings: Settings, group: str, topic: str, partition: int, offset: int) -> None:
     """Commit as the group's consumer would have, having finished everything before."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    consumer = Consumer({**client_config(settings), "group.id": group})
     try:
         consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
     finally:
@@ -80,7 +82,7 @@ def _commit(settings: Settings, group: str, topic: str, partition: int, offset: 
 def _dead_letters(settings: Settings, count: int) -> list[Message]:
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings),
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }
@@ -228,7 +230,7 @@ def test_a_member_the_stack_does_not_run_is_named_and_nothing_is_skipped(
     # A bridge of the same group on another host (or of another run folder).
     foreign = Consumer(
         {
-            "bootstrap.servers": scratch.settings.kafka_bootstrap,
+            **client_config(scratch.settings),
             "group.id": scratch.group,
             "client.id": "bridge-elsewhere",
             "enable.auto.commit": False,
@@ -301,7 +303,7 @@ def test_running_bridges_are_stopped_moved_past_and_started_again(
 
 
 def _end(settings: Settings, topic: str, partition: int) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "ends"})
+    consumer = Consumer({**client_config(settings), "group.id": "ends"})
     try:
         return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)[1])
     finally:

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 from sqlalchemy import create_engine, inspect
 
-from core.kafka import make_admin, make_producer
+from core.kafka import client_config, make_admin, make_producer
 from core.settings import Settings
 from ops.postgres_node import admin_dsn
 from ops.stack import downgrade_schema, upgrade_schema
@@ -42,9 +42,7 @@ def test_kafka_produce_consume_round_trip_with_acks_all(
     assert producer.flush(30) == 0
     assert delivered == [None]
 
-    consumer = Consumer(
-        {"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"test-{uuid.uuid4()}"}
-    )
+    consumer = Consumer({**client_config(stack), "group.id": f"test-{uuid.uuid4()}"})
     consumer.assign([TopicPartition(scratch_topic, 0, 0)])
     try:
         message = wait_for(lambda: consumer.poll(0.5), timeout=30, what="the message back")

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine
 
+from core.kafka import client_config
 from core.messages import decode_event
 from core.settings import Settings
 from tests.helpers import wait_for
@@ -112,7 +113,7 @@ def test_the_same_events_are_on_the_status_topic(
 ) -> None:
     consumer = Consumer(
         {
-            "bootstrap.servers": stack.kafka_bootstrap,
+            **client_config(stack),
             "group.id": f"test-status-{uuid.uuid4()}",
             "enable.auto.commit": False,
         }
