@@ -121,7 +121,7 @@ def stack(settings: Settings) -> Settings:
     except httpx.HTTPError:
         pass
     subprocess.run([sys.executable, "-m", "ops", "up"], cwd=REPO, check=True)
-    return settings
+    return load_settings()  # again: a first `up` has just made the stack's passwords
 
 
 @pytest.fixture(scope="session")
