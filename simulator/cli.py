@@ -130,6 +130,7 @@ def _positive(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     # Imported here: the replay machinery (aiohttp, Kafka, matplotlib) is not needed to
     # validate, generate or print the schema.
+    from core.kafka import security_config
     from core.settings import ConfigError, load_settings
     from simulator import payloads
     from simulator.output import write_results
@@ -165,6 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         speed=args.speed,
         follow=args.follow,
         kafka_bootstrap=args.kafka or settings.kafka_bootstrap,
+        kafka_security=security_config(settings),
         status_topic=args.status_topic or settings.status_topic,
         drain_timeout=args.drain_timeout,
         connections=args.connections,

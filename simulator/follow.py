@@ -59,8 +59,16 @@ class KafkaFollower:
 
     name = "kafka"
 
-    def __init__(self, bootstrap: str, topic: str, *, connect_timeout: float = 5.0):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        connect_timeout: float = 5.0,
+        security: dict[str, Any] | None = None,
+    ):
         self.bootstrap = bootstrap
+        self.security = dict(security or {})
         self.topic = topic
         self.connect_timeout = connect_timeout
         self.malformed = 0
@@ -150,6 +158,7 @@ class KafkaFollower:
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
+                **self.security,
                 "group.id": f"simulator-{uuid.uuid4().hex}",  # never joins: we assign
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,

@@ -19,8 +19,8 @@ import logging
 import signal
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import orjson
@@ -49,6 +49,8 @@ class ReplayOptions:
     speed: float = 1.0
     follow: FollowMode = "auto"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How the follower proves who it is to Kafka (core.kafka.security_config's settings).
+    kafka_security: dict[str, Any] = field(default_factory=dict)
     status_topic: str = "tasks.status"
     kafka_timeout: float = 5.0  # to reach Kafka before falling back (or giving up)
     drain_timeout: float = 120.0  # after the last send, the longest wait for terminal statuses
@@ -161,7 +163,10 @@ class Replay:
         follower: Follower
         if opts.follow in ("auto", "kafka"):
             follower = KafkaFollower(
-                opts.kafka_bootstrap, opts.status_topic, connect_timeout=opts.kafka_timeout
+                opts.kafka_bootstrap,
+                opts.status_topic,
+                connect_timeout=opts.kafka_timeout,
+                security=opts.kafka_security,
             )
             try:
                 await follower.start(self.tracker.apply)

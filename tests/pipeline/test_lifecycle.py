@@ -38,6 +38,7 @@ from sqlalchemy import Engine, text
 
 from app.auth import create_key
 from core import redis_keys
+from core.kafka import client_config
 from core.messages import decode_event
 from core.percentiles import percentile
 from core.settings import Settings
@@ -134,7 +135,7 @@ def _requests_produced(instance: Instance, team: str, task_id: str) -> int:
     topic = settings.request_topic(team)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings),
             "group.id": f"{instance.token}-peek-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
         }
