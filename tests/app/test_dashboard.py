@@ -78,7 +78,9 @@ class Load:
     """Submits batches of mixed tasks for alpha and bravo until stopped, so the charts
     have something to show; keeps the ids it was given."""
 
-    def __init__(self, api: httpx.Client, limit: int = 400) -> None:
+    # A bound, not a schedule: the test stops the load; a slow machine must not end it
+    # before the screenshot (20 tasks every 0.4 s: about 100 s of load at most).
+    def __init__(self, api: httpx.Client, limit: int = 5_000) -> None:
         self.api = api
         self.limit = limit
         self.ids: list[str] = []
