@@ -35,6 +35,7 @@ from core.settings import Settings, load_settings
 from ops.keys import issue_key
 from ops.postgres_node import admin_dsn
 from ops.supervisor import Supervisor
+from testing.secret_scan import main_stack_secrets, secrets_in_logs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -261,7 +262,16 @@ class Instance:
         return (self.run_dir / "logs" / f"{component}.log").read_text(errors="replace")
 
     def stop(self) -> None:
+        """Stops its processes, drops its database, topics and Redis data, and deletes its
+        run folder; fails (after all that) if a key or password is in any of its logs."""
         run_ops(self.env, "down")
+        leaked = secrets_in_logs(
+            self.run_dir,
+            also={
+                **main_stack_secrets(self.main.run_dir),
+                **({self.admin_key: "the instance's admin key"} if self.admin_key else {}),
+            },
+        )
         if self._engine is not None:
             self._engine.dispose()
         with psycopg.connect(admin_dsn(self.main), autocommit=True) as conn:
@@ -274,3 +284,4 @@ class Instance:
         self._flush_redis()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self._redis_claim.close()  # gives the database back
+        assert leaked == [], "secrets in the instance's logs:\n" + "\n".join(leaked)

@@ -10,7 +10,6 @@ sent before it, which it reads too).
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from pathlib import Path
@@ -27,12 +26,10 @@ from core import credentials
 from core.kafka import client_config
 from core.settings import Settings
 from ops.services import flower_credentials
+from testing.secret_scan import kept_passwords, leaks, log_files
 from tests.tasks_db import wait_terminal
 
 pytestmark = pytest.mark.stack
-
-KEY = re.compile(r"tpk_[0-9a-f]{8}_[A-Za-z0-9_-]{20,}")
-BEARER = re.compile(r"(?i)bearer\s+(?!\*\*\*)[A-Za-z0-9_-]{12,}")
 
 
 def _send_secrets(stack: Settings, api_url: str, key: str, unknown: str) -> str:
@@ -99,26 +96,13 @@ def _wrong_passwords(stack: Settings, wrong: str) -> None:
     assert refused and refused[0] is not None
 
 
-def _kept_passwords(stack: Settings) -> dict[str, str]:
-    """Every secret of the run folder, by file name (none on a stack from before)."""
-    folder = credentials.folder(stack.run_dir)
-    found = {}
-    for path in sorted(folder.iterdir()) if folder.exists() else []:
-        value = credentials.read(stack.run_dir, path.name)
-        if value and not path.name.endswith(".json"):
-            found[path.name] = (
-                value.split(":", 1)[-1] if path.name == "flower_basic_auth" else value
-            )
-    return found
-
-
 def test_no_key_or_password_appears_in_any_log(
     stack: Settings, api_url: str, engine: Engine
 ) -> None:
     key = create_key(engine, team="alpha", admin=False)[1]
     unknown = f"tpk_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
     task_id = _send_secrets(stack, api_url, key, unknown)
-    kept = _kept_passwords(stack)
+    kept = kept_passwords(Path(stack.run_dir))
     wrong = secrets.token_urlsafe(24)
     if credentials.REDIS in kept:  # a stack that asks for passwords
         _wrong_passwords(stack, wrong)
@@ -126,20 +110,13 @@ def test_no_key_or_password_appears_in_any_log(
     assert wait_terminal(engine, [task_id]) == {task_id: "SUCCEEDED"}
 
     password = flower_credentials(stack, stack.run_dir).split(":", 1)[1]
-    logs = sorted(Path(stack.run_dir).rglob("*.log"))
+    logs = log_files(Path(stack.run_dir))
     assert logs, "no log files found"
-    leaks: list[str] = []
-    for path in logs:
-        text = path.read_text(errors="replace")
-        for pattern in (KEY, BEARER):
-            leaks.extend(f"{path}: {m.group(0)[:12]}…" for m in pattern.finditer(text))
-        for secret, what in (
-            (key, "our key"),
-            (unknown, "an unknown key"),
-            (password, "the Flower password"),
-            (wrong, "a wrong password"),
-            *((value, f"the password in secrets/{name}") for name, value in kept.items()),
-        ):
-            if secret in text:
-                leaks.append(f"{path}: {what}")
-    assert leaks == []
+    secrets_sent = {
+        key: "our key",
+        unknown: "an unknown key",
+        password: "the Flower password",
+        wrong: "a wrong password",
+        **{value: f"the password in secrets/{name}" for name, value in kept.items()},
+    }
+    assert leaks(logs, secrets_sent) == []

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, text
 
 from core.settings import Settings
 from ops.supervisor import Supervisor
+from testing.secret_scan import secrets_in_logs
 from tests.helpers import wait_for
 from tests.isolated import PORT_VARIABLES, isolated_env, isolated_run_dir, ops
 
@@ -128,9 +129,12 @@ def isolated_stack(
         yield stack
     finally:
         ops(env, "down", timeout=teardown_reserve - 10)
+        leaked = secrets_in_logs(run_dir)
         if keep_logs:
             _keep_logs(run_dir, run_dir.parent / f"{name}-logs")
         shutil.rmtree(run_dir, ignore_errors=True)
+    # Not in `finally`: a failed test's own error is the one to report.
+    assert leaked == [], "secrets in the isolated stack's logs:\n" + "\n".join(leaked)
 
 
 def _keep_logs(run_dir: Path, keep: Path) -> None:

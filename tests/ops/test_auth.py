@@ -31,6 +31,7 @@ from core.kafka import client_config, make_admin
 from core.settings import Settings
 from ops import kafka_acl
 from ops.supervisor import Supervisor
+from testing.secret_scan import secrets_in_logs
 from tests.faults.harness import isolated_settings
 from tests.isolated import isolated_env, isolated_run_dir, ops
 
@@ -59,7 +60,9 @@ def infra() -> Iterator[Settings]:
         yield isolated_settings(env)
     finally:
         ops(env, "down")
+        leaked = secrets_in_logs(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
+    assert leaked == [], "secrets in the logs of the stack with ACLs:\n" + "\n".join(leaked)
 
 
 def _secret(settings: Settings, name: str) -> str:
