@@ -36,7 +36,7 @@ from ops.supervisor import Supervisor
 from tests.faults.harness import Exchange, IsolatedStack, Load, isolated_stack, outcome, timelines
 from tests.helpers import wait_for
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.own_stack, pytest.mark.stack, pytest.mark.slow]
 
 TIMEOUT = 900  # the whole test: starting the cluster, the faults, the drain, `ops down`
 TEARDOWN_RESERVE = 120  # kept for `ops down` of 12 processes

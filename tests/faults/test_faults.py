@@ -33,7 +33,7 @@ from tests.faults.harness import Exchange, IsolatedStack, Load, isolated_stack, 
 from tests.helpers import wait_for
 from tests.isolated import ops
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.own_stack, pytest.mark.stack, pytest.mark.slow]
 
 COMPONENTS = ["kafka", "postgres", "redis", "api", "recorder", "bridge", "worker-1", "worker-2"]
 MINIMUM = 2000

@@ -35,7 +35,7 @@ from testing.secret_scan import secrets_in_logs
 from tests.faults.harness import isolated_settings
 from tests.isolated import isolated_env, isolated_run_dir, ops
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.own_stack, pytest.mark.stack, pytest.mark.slow]
 
 # What each component may do, as the issue and the code say (ops/kafka_acl.py keeps the
 # ACLs; this is written out independently of it).

@@ -35,6 +35,7 @@ from tests.faults.harness import isolated_settings
 from tests.isolated import isolated_env, isolated_run_dir, ops
 
 pytestmark = [
+    pytest.mark.own_stack,
     pytest.mark.stack,
     pytest.mark.slow,
     # The earlier stack is started here, in the test process (ops stops it by PID).

@@ -21,7 +21,7 @@ from tests.faults.harness import isolated_settings
 from tests.helpers import wait_for
 from tests.isolated import isolated_env, isolated_run_dir, ops
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.own_stack, pytest.mark.stack, pytest.mark.slow]
 
 COMPONENTS = ["kafka", "postgres", "redis", "api", "recorder", "bridge", "worker-1"]
 MIN_LENGTH = 150

@@ -41,6 +41,7 @@ from tests.isolated import free_port, isolated_env, isolated_run_dir, ops
 from tests.ops import compose
 
 pytestmark = [
+    pytest.mark.own_stack,
     pytest.mark.stack,
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="runs the services as another user"),

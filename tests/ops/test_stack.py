@@ -13,7 +13,7 @@ import pytest
 from ops.supervisor import Supervisor
 from tests.isolated import isolated_env, isolated_run_dir, ops
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.own_stack]
 
 
 @pytest.fixture()

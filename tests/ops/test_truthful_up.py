@@ -21,6 +21,7 @@ from tests.helpers import wait_for
 from tests.isolated import isolated_run_dir
 
 pytestmark = [
+    pytest.mark.own_stack,
     pytest.mark.stack,
     # The supervisor runs here, in the test process, not in a short-lived `python -m ops`:
     # the Popen objects of the processes it leaves running are dropped while they run.
