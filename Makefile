@@ -25,6 +25,7 @@ lint: setup
 
 typecheck: setup
 	@.venv/bin/mypy
+	@.venv/bin/mypy --config-file client/pyproject.toml
 
 test: setup lint typecheck pytest
 

@@ -155,5 +155,16 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     .venv/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
     echo "$want" >"$stamp"
 fi
+# The client (client/, a package of its own) in .venv, editable: the tests use it and
+# `taskplatform` is on .venv/bin. Its dependencies (httpx, pydantic) come from the lock
+# above, hence --no-deps (a directory cannot be hash-checked). Again only when its
+# pyproject.toml changes.
+client_stamp=.venv/.client.sha256
+want_client=$(sha256sum client/pyproject.toml | cut -d' ' -f1)
+if [[ ! -x .venv/bin/taskplatform || ! -f $client_stamp || $(cat "$client_stamp") != "$want_client" ]]; then
+    echo "setup: installing the client (client/, editable)"
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps -e ./client
+    echo "$want_client" >"$client_stamp"
+fi
 
 .venv/bin/python -c "from ops.kafka_node import fetch_jars; print('setup: Kafka jars in', fetch_jars())"
