@@ -45,7 +45,10 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command in `argv` (default: sys.argv); return the exit code."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's: 2 for bad usage, 0 after --help
+        return exc.code if isinstance(exc.code, int) else USAGE
     try:
         with _client(args) as client:
             code: int = args.handler(client, args)

@@ -9,7 +9,8 @@ repository's `tests`), so its modules have names of their own: test_client_*.py.
 The fixtures are imported, not named in `pytest_plugins`: a run of the whole suite loads
 tests/conftest.py as a conftest too, and pytest refuses the same module twice. Imported,
 they are this folder's own (a whole-suite run makes its session fixtures once for each
-folder), and the hooks run once for each (harmless: the same token, leftovers stopped once).
+folder), and the hooks run once for each (harmless: one token wins, leftovers are stopped once,
+the xdist group is marked twice alike).
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from taskplatform_client import Client
 
-from tests.conftest import (  # noqa: F401  (fixtures and hooks, for pytest)
-    admin_key,
-    api_url,
-    engine,
-    pytest_configure,
-    pytest_sessionfinish,
-    settings,
-    stack,
-    team_key,
-)
+import tests.conftest as repository
+
+# The repository's fixtures and session hooks, as this folder's own.
+settings = repository.settings
+stack = repository.stack
+engine = repository.engine
+api_url = repository.api_url
+admin_key = repository.admin_key
+team_key = repository.team_key
+pytest_configure = repository.pytest_configure
+pytest_collection_modifyitems = repository.pytest_collection_modifyitems
+pytest_sessionfinish = repository.pytest_sessionfinish
 
 
 @pytest.fixture()
