@@ -1,7 +1,9 @@
-"""`/dashboard`: a live page of the stream statistics. The page holds no figures and needs
-no key; it asks for an API key (kept in the tab's sessionStorage) and reads everything
-from `/api/v1/stats/stream` with `Authorization: Bearer`, so a team key shows that team
-only. Scripts and styles are served from app/static/ (no CDN).
+"""`/dashboard`: a live page of the stream statistics, and `/dashboard/tasks/<id>`: one
+task's page (its timeline, payload, result or error, and a Cancel button). The pages hold
+no figures and need no key; they ask for an API key (kept in the tab's sessionStorage) and
+read everything from the API (`/api/v1/stats/stream`, `/api/v1/tasks...`) with
+`Authorization: Bearer`, so a team key shows that team only. Scripts and styles are served
+from app/static/ (no CDN).
 
 The page carries the contract its script draws with (statuses, outcomes, priorities and
 their colours) as a JSON data block rendered from core/, so the script holds no list of
@@ -10,6 +12,7 @@ its own: a status added in core/status.py gets its tile, column, label and colou
 from __future__ import annotations
 
 import itertools
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,22 +69,39 @@ def status_colors() -> dict[str, str]:
     return colors
 
 
+# Where a task is at each step, for the task page's timeline when the event does not say
+# (a CANCELLED or EXPIRED event names its stage in its detail; a SCHEDULED one, who holds it).
+STEP_STAGES: dict[Status, str] = {
+    Status.ACCEPTED: "accepted by the API",
+    Status.SCHEDULED: "held until its run_at",
+    Status.QUEUED: "on its queue",
+    Status.STARTED: "running on a worker",
+    Status.RETRYING: "waiting to retry",
+    Status.SUCCEEDED: "ended on a worker",
+    Status.FAILED: "ended",
+    Status.DEAD_LETTERED: "sent to the dead-letter topic",
+    Status.CANCELLED: "cancelled",
+    Status.EXPIRED: "expired before it started",
+}
+
+
 def page_contract() -> dict[str, Any]:
-    """What dashboard.js needs to know of the domain, derived from core/."""
+    """What the pages' scripts need to know of the domain, derived from core/."""
     return {
         "statuses": status_names(Status),
         "outcomes": status_names(OUTCOMES),
         "success": SUCCESS.value,
         "labels": {status.value: status.label for status in Status},
         "status_colors": status_colors(),
+        "stages": {status.value: STEP_STAGES[status] for status in Status},
         "priorities": priority_names(),
         "colors": {priority.value: COLORS[priority] for priority in Priority.ordered()},
     }
 
 
-@blueprint.get("/dashboard")
-def dashboard() -> Response:
-    response = make_response(render_template("dashboard.html", contract=page_contract()))
+def _page(template: str, **context: Any) -> Response:
+    """A page with the contract, its security headers, and revalidation by ETag."""
+    response = make_response(render_template(template, contract=page_contract(), **context))
     response.cache_control.no_cache = True
     response.add_etag()
     response.make_conditional(request)
@@ -89,3 +109,21 @@ def dashboard() -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@blueprint.get("/dashboard")
+def dashboard() -> Response:
+    return _page("dashboard.html")
+
+
+@blueprint.get("/dashboard/tasks/<task_id>")
+def task_page(task_id: str) -> Response:
+    """One task's page. The page itself holds nothing of the task (it reads the API with
+    the tab's key, and says so when the key sees no such task); for an id that is not a
+    UUID it says that instead. Always a 200: a page, whatever the id (an API error is
+    JSON, and the API's fuzz test holds every 4xx to that)."""
+    try:
+        parsed = str(uuid.UUID(task_id))
+    except ValueError:
+        return _page("task.html", task_id=None, asked=task_id)
+    return _page("task.html", task_id=parsed, asked=task_id)

@@ -96,6 +96,7 @@ class TaskListQuery(TypedDict, total=False):
     team: str
     status: Status
     routine: str
+    priority: Annotated[Priority, Field(description="the priority the client asked for")]
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description="default 50")]
     cursor: Annotated[str, Field(description="next_cursor of the page before")]
 

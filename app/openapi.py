@@ -190,6 +190,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         public=True,
         content_type="text/html",
     ),
+    ("/dashboard/tasks/{task_id}", "get"): Operation(
+        "One task's page: timeline, payload, result or error, and a Cancel button (asks "
+        "for an API key in the page; an id that is not a UUID gets a page that says so)",
+        answers={200: ("HTML page", None)},
+        public=True,
+        content_type="text/html",
+    ),
     ("/docs", "get"): Operation(
         "This document, to read and try (Swagger UI)",
         answers={200: ("HTML page", None)},

@@ -114,6 +114,7 @@ def list_tasks(
     team: str | None,
     status: str | None,
     routine: str | None,
+    priority: str | None = None,
     limit: int,
     cursor: tuple[datetime, uuid.UUID] | None,
 ) -> TaskPage:
@@ -127,6 +128,8 @@ def list_tasks(
         if "\x00" in routine:  # no routine is named so, and Postgres text cannot hold NUL
             return {"tasks": [], "next_cursor": None}
         conditions.append(tasks.c.routine == routine)
+    if priority is not None:
+        conditions.append(tasks.c.priority == priority)
     if cursor is not None:
         created, task_id = cursor
         conditions.append(tuple_(tasks.c.created_at, tasks.c.task_id) < tuple_(created, task_id))

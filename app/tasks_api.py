@@ -30,6 +30,7 @@ from app.models import (
 from app.queries import BadCursor, decode_cursor, get_task, list_tasks
 from app.services import services
 from app.submission import Accepted, parse_model, parse_submission
+from core.priority import names as priority_names
 from core.status import Status
 
 blueprint = Blueprint("tasks", __name__, url_prefix="/tasks")
@@ -136,7 +137,7 @@ def read_one(task_id: str) -> Response:
 
 @blueprint.get("")
 def read_page() -> Response:
-    args = query_args({"team", "status", "routine", "limit", "cursor"})
+    args = query_args({"team", "status", "routine", "priority", "limit", "cursor"})
     team = args.get("team")
     if team is not None and team not in services().settings.teams:
         raise BadRequest(f"team: unknown team {team!r}")
@@ -145,6 +146,9 @@ def read_page() -> Response:
     if status is not None and status not in Status.__members__:
         raise BadRequest(f"status: {status!r} is not one of {', '.join(Status.__members__)}")
     routine = args.get("routine")
+    priority = args.get("priority")
+    if priority is not None and priority not in priority_names():
+        raise BadRequest(f"priority: {priority!r} is not one of {', '.join(priority_names())}")
     limit_text = args.get("limit", "50")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
         raise BadRequest(f"limit: {limit_text!r} is not a whole number from 1 to {MAX_PAGE}")
@@ -159,6 +163,7 @@ def read_page() -> Response:
         team=team,
         status=status,
         routine=routine,
+        priority=priority,
         limit=int(limit_text),
         cursor=cursor,
     )

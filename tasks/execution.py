@@ -282,9 +282,16 @@ class Run:
     """One delivery of one task to this worker."""
 
     def __init__(
-        self, resources: Resources, spec: RoutineSpec, function: Routine, envelope: CeleryEnvelope
+        self,
+        resources: Resources,
+        spec: RoutineSpec,
+        function: Routine,
+        envelope: CeleryEnvelope,
+        *,
+        worker: str | None = None,
     ) -> None:
         self.resources = resources
+        self.worker = worker  # the Celery worker's name, for the STARTED event
         self.spec = spec
         self.function = function
         self.envelope = envelope
@@ -349,7 +356,9 @@ class Run:
                 f"times",
             )
             return
-        started = self.event(Status.STARTED)
+        # Which worker (and pool process) runs this attempt: the task page's timeline.
+        where = {"worker": self.worker, "pid": os.getpid()} if self.worker else None
+        started = self.event(Status.STARTED, detail=where)
         if not self.announce(started):
             return
         self.started_at = started.at

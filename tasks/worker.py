@@ -93,7 +93,7 @@ def _register(app: Celery, state: WorkerState, name: str, spec: Any, function: R
         # Usually one task; tiny routines may carry several, run one after the other.
         resources = state.resources()
         for envelope in readable(resources, envelopes):
-            Run(resources, spec, function, envelope).execute()
+            Run(resources, spec, function, envelope, worker=self.request.hostname).execute()
 
     run.__name__ = f"routine_{name}"
     run.__doc__ = function.__doc__

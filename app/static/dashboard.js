@@ -1,12 +1,12 @@
 // The live dashboard: asks for an API key, reads /api/v1/stats/stream with fetch() (an
-// EventSource cannot send an Authorization header), draws the charts and tables.
-// The key lives in sessionStorage only and never goes into a URL.
+// EventSource cannot send an Authorization header), draws the charts and tables; the latest
+// tasks are latest.js's. The key lives in sessionStorage only (common.js) and never goes
+// into a URL.
 "use strict";
 
 (function () {
-  const STORAGE_KEY = "taskplatform.apiKey";
   // Statuses and priorities come from the page (rendered from core/), never from a list here.
-  const CONTRACT = JSON.parse(document.getElementById("contract").textContent);
+  const CONTRACT = TP.CONTRACT;
   const PRIORITIES = CONTRACT.priorities;
   const COLORS = Object.assign({total: "#333333"}, CONTRACT.colors);
   const STATUS_COLORS = CONTRACT.status_colors;
@@ -65,7 +65,7 @@
 
   async function connect() {
     stop();
-    const key = sessionStorage.getItem(STORAGE_KEY);
+    const key = TP.key();
     if (!key) {
       showLogin("");
       return;
@@ -86,66 +86,23 @@
       return;
     }
     if (response.status === 401) {
-      sessionStorage.removeItem(STORAGE_KEY);
+      TP.forgetKey();
       showLogin("The API refused that key (401). Enter a valid key.");
       return;
     }
     if (!response.ok) {
-      const message = await errorMessage(response);
+      const message = await TP.errorMessage(response);
       scheduleReconnect(5000, response.status + ": " + message + " (retrying)");
       return;
     }
     showBoard();
     setConnection("live", "live");
     try {
-      await readEvents(response.body, handle);
+      await TP.readEvents(response.body, handle, (ms) => { retryMs = ms; });
     } catch (error) {
       if (mine.signal.aborted) return;
     }
     if (controller === mine) scheduleReconnect(retryMs, "reconnecting…");
-  }
-
-  async function errorMessage(response) {
-    try {
-      const body = await response.json();
-      return body.error.message;
-    } catch (error) {
-      return response.statusText || "error";
-    }
-  }
-
-  async function readEvents(body, onEvent) {
-    const reader = body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const {value, done} = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, {stream: true});
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        parseBlock(block, onEvent);
-      }
-    }
-  }
-
-  // One SSE block: `event:`, `data:` (possibly several), `retry:`; `:` starts a comment.
-  function parseBlock(block, onEvent) {
-    let event = "message";
-    const data = [];
-    for (const line of block.split("\n")) {
-      if (!line || line[0] === ":") continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? "" : line.slice(colon + 1);
-      if (value[0] === " ") value = value.slice(1);
-      if (field === "event") event = value;
-      else if (field === "data") data.push(value);
-      else if (field === "retry" && /^\d+$/.test(value)) retryMs = Number(value);
-    }
-    if (data.length) onEvent(event, JSON.parse(data.join("\n")));
   }
 
   function handle(event, data) {
@@ -164,7 +121,7 @@
       renderOutcomes(data.stats);
       renderBreakdown($("team-table"), "team", data.stats.by_team);
       renderBreakdown($("priority-table"), "priority", data.stats.by_priority);
-      renderRecent(data.recent);
+      LatestTasks.update(data.recent, data.stats);
       for (const el of document.querySelectorAll("[data-window-label]")) {
         el.textContent = "(last " + data.stats.window + ")";
       }
@@ -346,25 +303,6 @@
     table.replaceChildren(head, body);
   }
 
-  function renderRecent(recent) {
-    const body = $("recent-table").querySelector("tbody");
-    const rows = [];
-    for (const task of recent) {
-      const tr = document.createElement("tr");
-      tr.dataset.taskId = task.task_id;
-      tr.dataset.status = task.status;
-      cell(tr, task.task_id, "mono");
-      cell(tr, task.team);
-      cell(tr, task.routine);
-      cell(tr, task.priority, "priority-" + task.priority);
-      const status = cell(tr, CONTRACT.labels[task.status] || task.status, "status");
-      status.style.color = STATUS_COLORS[task.status] || "";
-      cell(tr, new Date(task.at).toLocaleTimeString());
-      rows.push(tr);
-    }
-    body.replaceChildren(...rows);
-  }
-
   // ---- start ------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -372,20 +310,20 @@
       event.preventDefault();
       const key = $("key").value.trim();
       if (!key) return;
-      sessionStorage.setItem(STORAGE_KEY, key);
+      TP.setKey(key);
       $("key").value = "";
       connect();
     });
     $("forget").addEventListener("click", () => {
-      sessionStorage.removeItem(STORAGE_KEY);
+      TP.forgetKey();
       points = [];
       showLogin("");
     });
     $("window").addEventListener("change", () => {
-      if (sessionStorage.getItem(STORAGE_KEY)) connect();
+      if (TP.key()) connect();
     });
     window.addEventListener("resize", scheduleDraw);
-    if (sessionStorage.getItem(STORAGE_KEY)) connect();
+    if (TP.key()) connect();
     else showLogin("");
   });
 })();

@@ -285,3 +285,22 @@ def test_a_routine_that_asks_for_its_context_gets_the_attempt() -> None:
 
     task = worker.run(with_context)
     assert seen == [RoutineContext(task.task_id, "alpha", "work", attempt=1)]
+
+
+def test_the_started_event_names_the_worker_that_runs_the_attempt() -> None:
+    worker = make_worker()
+    request = TaskRequest(
+        task_id=str(uuid.uuid4()),
+        team="alpha",
+        routine="work",
+        priority=Priority.MEDIUM,
+        accepted_at=utcnow(),
+        payload={},
+    )
+    spec = RoutineSpec(function="tests.fakes:unused")
+    envelope = CeleryEnvelope(request, Priority.MEDIUM)
+    Run(worker.resources, spec, lambda payload: None, envelope, worker="worker1@host").execute()
+    started, ended = worker.producer.events()
+    assert started.status is Status.STARTED
+    assert started.detail is not None and started.detail["worker"] == "worker1@host"
+    assert ended.status is Status.SUCCEEDED and ended.detail is None
