@@ -278,8 +278,8 @@
       ["expires at", task.expires_at ? time(task.expires_at) : null],
       ["started", time(task.started_at)],
       ["finished", time(task.finished_at)],
-      ["waited", duration(between(task.created_at, task.started_at))],
-      ["ran", duration(between(task.started_at, task.finished_at))],
+      ["created → started", duration(between(task.created_at, task.started_at))],
+      ["started → end", duration(between(task.started_at, task.finished_at))],
     ];
     const items = [];
     for (const [name, value] of facts) {

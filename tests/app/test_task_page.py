@@ -51,8 +51,11 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     expect.set_options(timeout=WAIT_MS)  # assertions too (their own default is 5 s)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     context.close()
+    assert errors == [], f"the page's scripts raised: {errors}"
 
 
 @pytest.fixture()
@@ -103,7 +106,8 @@ def _timeline(page: Page) -> list[str]:
 def test_the_task_page_follows_a_running_task_until_it_succeeds(
     page: Page, api_url: str, team_key: Callable[[str], str], team_api: httpx.Client
 ) -> None:
-    task_id = _submit(team_api, "sleep", {"ms": 5000}, priority="high")
+    # Long enough to be running when the page has opened, on a slow machine too.
+    task_id = _submit(team_api, "sleep", {"ms": 8000}, priority="high")
     _started(team_api, task_id)
     _open(page, api_url, f"/dashboard/tasks/{task_id}", team_key(TEAM))
 
@@ -115,14 +119,14 @@ def test_the_task_page_follows_a_running_task_until_it_succeeds(
     expect(status).to_have_attribute("data-status", Status.STARTED.value)
     expect(page.locator("#cancel")).to_be_visible()
     expect(page.locator("#connection")).to_have_text("live")
-    expect(page.locator("#payload")).to_contain_text('"ms": 5000')
+    expect(page.locator("#payload")).to_contain_text('"ms": 8000')
 
     # It ends while the page is open: the page shows it, with its whole timeline.
     expect(status).to_have_attribute("data-status", Status.SUCCEEDED.value)
     expect(status).to_have_text(Status.SUCCEEDED.label)
     expect(page.locator("#connection")).to_have_text("ended")
     expect(page.locator("#cancel")).to_be_hidden()
-    expect(page.locator("#result")).to_contain_text('"slept_ms": 5000')
+    expect(page.locator("#result")).to_contain_text('"slept_ms": 8000')
     expect(page.locator("#error-box")).to_be_hidden()
     expect(page.locator('#timeline tbody tr[data-status="SUCCEEDED"]')).to_be_visible()
     steps = _timeline(page)
