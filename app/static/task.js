@@ -212,8 +212,13 @@
   // The recorded timeline, with any step the stream sent that the last read did not have.
   function events() {
     const all = [...(task.timeline || [])];
-    const known = new Set(all.map((e) => e.event_id));
-    for (const [id, event] of live) if (!known.has(id)) all.push(event);
+    // A task not yet in Postgres is read from the API's accepted cache: its ACCEPTED step
+    // has no event id there, so steps are also told apart by status and attempt.
+    const step = (e) => e.status + ":" + e.attempt;
+    const known = new Set(all.map((e) => e.event_id || step(e)));
+    for (const [id, event] of live) {
+      if (!known.has(id) && !known.has(step(event))) all.push(event);
+    }
     return all
       .map((event, index) => ({event, index}))
       .sort((a, b) => (new Date(a.event.at) - new Date(b.event.at)) || (a.index - b.index))
