@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import http_bench, pipeline, recorder_bench, schedule, waits
+from bench import auth_cost, http_bench, pipeline, recorder_bench, schedule, waits
 from core.priority import names as priority_names
 from core.settings import Settings, settings_or_exit
 from testing.instance import REPO, Instance
@@ -32,10 +32,26 @@ from testing.instance import REPO, Instance
 RESULTS = REPO / "bench" / "results.json"
 # Short, so that the parked path (Postgres, then the releaser) is measured in seconds.
 SCHEDULE_HOLD_SECONDS = 6.0
+# End-to-end tasks measured again without authentication (the secured run's figure too).
+AUTH_COUNT = 10_000
 
 
 def _ratio(ours: float, baseline: float) -> float:
     return round(ours / baseline, 2) if baseline else 0.0
+
+
+def bench_env(settings: Settings) -> dict[str, str]:
+    """The settings of every instance the bench measures: the stack's shape, no limits."""
+    return {
+        "RATE_LIMIT": "100000000",
+        "RATE_BURST": "100000000",
+        "LOG_LEVEL": "WARNING",
+        "API_WORKERS": str(settings.api_workers),
+        "API_THREADS": str(settings.api_threads),
+        "WORKER_CONCURRENCY": str(settings.worker_concurrency),
+        "TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "SCHEDULE_HOLD_SECONDS": str(SCHEDULE_HOLD_SECONDS),
+    }
 
 
 def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
@@ -44,18 +60,7 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "quick": quick,
     }
-    instance = Instance(
-        settings,
-        "bench",
-        RATE_LIMIT="100000000",
-        RATE_BURST="100000000",
-        LOG_LEVEL="WARNING",
-        API_WORKERS=str(settings.api_workers),
-        API_THREADS=str(settings.api_threads),
-        WORKER_CONCURRENCY=str(settings.worker_concurrency),
-        TOPIC_PARTITIONS=str(settings.topic_partitions),
-        SCHEDULE_HOLD_SECONDS=str(SCHEDULE_HOLD_SECONDS),
-    )
+    instance = Instance(settings, "bench", **bench_env(settings))
 
     def section(name: str, measure: Callable[[], Any]) -> None:
         console.print(f"[bold]·[/bold] {name}…")
@@ -101,6 +106,11 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         )
         section("status_events", lambda: recorder_bench.events_per_second(instance))
         section("simulator_lateness", _simulator_lateness)
+    # After the secured instance has stopped, so that the two never share the machine.
+    section(
+        "auth_off",
+        lambda: auth_cost.unsecured_figures(settings, bench_env(settings), AUTH_COUNT),
+    )
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return results
 
@@ -236,6 +246,7 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             "p99 ≤ 10 ms, ≤ 1 core",
         )
     )
+    rows.extend(_auth_rows(get))
     for count in (1_000, 10_000, 100_000):
         figure = r.get(f"end_to_end_{count}")
         if isinstance(figure, dict) and "tasks_per_s" in figure:
@@ -250,6 +261,22 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     "flat",
                 )
             )
+    return rows
+
+
+def _auth_rows(get: Callable[..., Any]) -> list[tuple[str, str, str, str, str]]:
+    """Secured stack against the same platform on stores that ask no password."""
+    rows = []
+    for figure, (section, field) in {
+        "auth on/off: single submit req/s": ("single_submit", "requests_per_s"),
+        "auth on/off: server CPU ms per submit": ("single_submit", "server_cpu_ms_per_request"),
+        f"auth on/off: end-to-end tasks/s ({AUTH_COUNT:,})": (
+            f"end_to_end_{AUTH_COUNT}",
+            "tasks_per_s",
+        ),
+    }.items():
+        on, off = get(section, field) or 0, get("auth_off", section, field) or 0
+        rows.append((figure, f"{on:,} on", f"{off:,} off", f"{_ratio(on, off)}x", "(the cost)"))
     return rows
 
 

@@ -92,6 +92,16 @@ def kafka_access(main: Settings) -> dict[str, str]:
     return env
 
 
+# The ports a stack of its own moves (tests.isolated, the bench's unsecured instance).
+PORT_VARIABLES = (
+    "KAFKA_PORT",
+    "KAFKA_CONTROLLER_PORT",
+    "POSTGRES_PORT",
+    "REDIS_PORT",
+    "API_PORT",
+    "FLOWER_PORT",
+)
+
 PLATFORM = ["api", "recorder", "bridge"]
 # 14 is the plain-Celery baseline's (bench/pipeline.py); 15 is left free.
 REDIS_DATABASES = range(2, 14)

@@ -8,20 +8,11 @@ import os
 from pathlib import Path
 
 from ops.credentials import provision_all
-from testing.instance import REPO, free_port, isolated_run_dir, run_ops
+from testing.instance import PORT_VARIABLES, REPO, free_port, isolated_run_dir, run_ops
 
-__all__ = ["REPO", "free_port", "isolated_env", "isolated_run_dir", "ops"]
+__all__ = ["PORT_VARIABLES", "REPO", "free_port", "isolated_env", "isolated_run_dir", "ops"]
 
 ops = run_ops
-
-PORT_VARIABLES = (
-    "KAFKA_PORT",
-    "KAFKA_CONTROLLER_PORT",
-    "POSTGRES_PORT",
-    "REDIS_PORT",
-    "API_PORT",
-    "FLOWER_PORT",
-)
 
 
 def isolated_env(run_dir: Path, *, provision: bool = True, **extra: str) -> dict[str, str]:

@@ -28,9 +28,10 @@ from confluent_kafka.admin import NewTopic
 from core import credentials
 from core.kafka import client_config, make_admin
 from core.settings import Settings
-from ops import kafka_acl, postgres_node, services
+from ops import kafka_acl
 from ops.stack import reloaded
 from ops.supervisor import ProcessSpec, Supervisor
+from testing import unsecured
 from tests.faults.harness import isolated_settings
 from tests.isolated import isolated_env, isolated_run_dir, ops
 
@@ -38,13 +39,9 @@ pytestmark = [
     pytest.mark.own_stack,
     pytest.mark.stack,
     pytest.mark.slow,
-    # The earlier stack is started here, in the test process (ops stops it by PID).
-    pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning"),
 ]
 
 INFRA = ("kafka", "postgres", "redis")
-# What initdb --auth=trust wrote (the project's init_once before authentication).
-TRUST_HBA = "host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
 ROW, KEY, MESSAGE = "written before", "legacy:key", b"sent before"
 
 
@@ -61,44 +58,19 @@ def legacy() -> Iterator[tuple[dict[str, str], Path]]:
 
 def _start_as_before(settings: Settings, supervisor: Supervisor) -> None:
     """Kafka, Postgres and Redis as the earlier `make up` ran them, with some data."""
-    run_dir = supervisor.run_dir
-    for spec in services.kafka_nodes(settings, supervisor):  # PLAINTEXT: no secrets yet
-        supervisor.start(spec)
+    unsecured.start_kafka(settings, supervisor)
     admin = make_admin(settings)
     admin.create_topics([NewTopic("legacy", 1, 1)])["legacy"].result(30)
     producer = Producer(client_config(settings))
     producer.produce("legacy", MESSAGE)
     assert producer.flush(30) == 0
 
-    data = postgres_node.init_once(run_dir)
-    (data / "pg_hba.conf").write_text(TRUST_HBA)
-    supervisor.start(
-        ProcessSpec(
-            name="postgres",
-            argv=postgres_node.server_argv(settings, data),
-            ready=lambda: postgres_node.is_ready(settings),
-            user=postgres_node.run_as(),
-            stop_signal=signal.SIGINT,
-            start_timeout=60,
-        )
-    )
-    postgres_node.ensure_database(settings)
+    unsecured.start_postgres(settings, supervisor)
     with psycopg.connect(settings.sync_database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE legacy (note text)")
         conn.execute("INSERT INTO legacy VALUES (%s)", [ROW])
 
-    (run_dir / "redis").mkdir()
-    supervisor.start(
-        ProcessSpec(
-            name="redis",
-            argv=[
-                "redis-server", "--bind", "127.0.0.1", "--port", str(settings.redis_port),
-                "--dir", str(run_dir.resolve() / "redis"), "--appendonly", "yes",
-                "--appendfsync", "always", "--save", "",
-            ],
-            ready=lambda: redis.Redis(port=settings.redis_port).ping(),
-        )
-    )  # fmt: skip
+    unsecured.start_redis(settings, supervisor)
     with redis.Redis(port=settings.redis_port) as client:
         client.set(KEY, ROW)
 

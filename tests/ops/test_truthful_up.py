@@ -23,9 +23,6 @@ from tests.isolated import isolated_run_dir
 pytestmark = [
     pytest.mark.own_stack,
     pytest.mark.stack,
-    # The supervisor runs here, in the test process, not in a short-lived `python -m ops`:
-    # the Popen objects of the processes it leaves running are dropped while they run.
-    pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning"),
 ]
 
 # Touches its ready file, says something, then exits 3 a second later: a component that
