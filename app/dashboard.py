@@ -93,7 +93,16 @@ def page_contract() -> dict[str, Any]:
         "success": SUCCESS.value,
         "labels": {status.value: status.label for status in Status},
         "status_colors": status_colors(),
-        "stages": {status.value: STEP_STAGES[status] for status in Status},
+        # A status added in core/ alone has no words of its own here yet: its label.
+        "stages": {
+            status.value: STEP_STAGES.get(status, status.label.lower()) for status in Status
+        },
+        # The statuses the task page writes a note for.
+        "named": {
+            "cancelled": Status.CANCELLED.value,
+            "retrying": Status.RETRYING.value,
+            "scheduled": Status.SCHEDULED.value,
+        },
         "priorities": priority_names(),
         "colors": {priority.value: COLORS[priority] for priority in Priority.ordered()},
     }

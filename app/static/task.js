@@ -228,7 +228,7 @@
   // Where the task was at this step: the event's own word, else the contract's.
   function stageOf(event) {
     const detail = event.detail || {};
-    if (event.status === "CANCELLED" && detail.stage) return "cancelled while " + label(detail.stage);
+    if (event.status === CONTRACT.named.cancelled && detail.stage) return "cancelled while " + label(detail.stage);
     if (typeof detail.stage === "string") return detail.stage;
     if (detail.held_by) return "held by " + detail.held_by;
     return CONTRACT.stages[event.status] || "";
@@ -319,17 +319,17 @@
         found.push(["staggered", "Staggered: held " + d.staggered_by_seconds +
           " s after acceptance before dispatch (its routine spreads bursts)"]);
       }
-      if (event.status === "SCHEDULED") {
+      if (event.status === CONTRACT.named.scheduled) {
         found.push(["scheduled", "Scheduled for " + time(task.run_at) +
           (d.held_by ? ", held by " + d.held_by : "")]);
       }
       if (d.note) found.push(["note", d.note]);
-      if (event.status === "RETRYING") {
+      if (event.status === CONTRACT.named.retrying) {
         found.push(["retry", "Attempt " + event.attempt + " failed" +
           (d.error ? " (" + d.error + ")" : "") +
           (d.retry_in_seconds !== undefined ? "; retry in " + d.retry_in_seconds + " s" : "")]);
       }
-      if (event.status === "CANCELLED") {
+      if (event.status === CONTRACT.named.cancelled) {
         found.push(["cancelled", "Cancelled" + (d.cancelled_by ? " by " + d.cancelled_by : "") +
           (d.stage ? " while " + label(d.stage) : "") +
           (d.terminate ? ", stopping its run" : "")]);
