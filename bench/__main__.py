@@ -75,12 +75,16 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         assert instance.settings is not None
         url, key = instance.api_url, instance.admin_key
         section("bare_flask_submit", lambda: http_bench.bare_flask(instance.env))
+        section("celery_peer_submit", lambda: _celery_peer(instance, settings))
         api_group = instance.pid("api")
         section("single_submit", lambda: http_bench.single_submit(url, key, api_group))
         section("batch_submit", lambda: http_bench.batch_submit(url, key))
         # What the API accepted above is recorded and run before the next figures.
         instance.up(["recorder", "bridge", "worker-1"])
         section("drain_backlog", lambda: pipeline.drain(instance))
+        task_id = _a_recorded_task(instance)
+        section("single_read", lambda: http_bench.single_read(url, key, task_id, api_group))
+        section("bare_read", lambda: _bare_read(instance, task_id))
         counts = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
         for count in counts:
             section(f"end_to_end_{count}", _end_to_end(instance, count, settings))
@@ -113,6 +117,27 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
     )
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return results
+
+
+def _celery_peer(instance: Instance, settings: Settings) -> dict[str, Any]:
+    try:
+        return http_bench.celery_submit(instance.env, pipeline.plain_broker_url(settings))
+    finally:
+        pipeline.flush_plain_broker(settings)  # what it sent: no worker runs it
+
+
+def _a_recorded_task(instance: Instance) -> str:
+    """A SUCCEEDED task of the drained backlog (the reads measure it)."""
+    with instance.engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT task_id FROM tasks WHERE status = 'SUCCEEDED' LIMIT 1"
+        ).scalar_one()
+    return str(found)
+
+
+def _bare_read(instance: Instance, task_id: str) -> dict[str, Any]:
+    assert instance.settings is not None
+    return http_bench.bare_read(instance.env, instance.settings.sync_database_url, task_id)
 
 
 def _end_to_end(instance: Instance, count: int, settings: Settings) -> Callable[[], Any]:
@@ -168,6 +193,7 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             "(why the ratio)",
         )
     )
+    rows.extend(_peer_rows(get))
     batch = get("batch_submit", "tasks_per_s") or 0
     rows.append(
         (
@@ -261,6 +287,26 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     "flat",
                 )
             )
+    return rows
+
+
+def _peer_rows(get: Callable[..., Any]) -> list[tuple[str, str, str, str, str]]:
+    """Single submit and read against the peers a team would build (bench/peers.py)."""
+    rows = []
+    for figure, ours, peer, name, goal in (
+        ("single submit", "single_submit", "celery_peer_submit", "Flask+Celery", "≥ 1.0x"),
+        ("GET /api/v1/tasks/<id>", "single_read", "bare_read", "bare read", "≥ 0.8x"),
+    ):
+        rate, peer_rate = get(ours, "requests_per_s") or 0, get(peer, "requests_per_s") or 0
+        cpu, peer_cpu = (get(s, "server_cpu_ms_per_request") or 0 for s in (ours, peer))
+        p99, peer_p99 = (get(s, "latency_ms", "99") or 0 for s in (ours, peer))
+        rows += [
+            (f"{figure} req/s", f"{rate:,.0f}", f"{peer_rate:,.0f} {name}",
+             f"{_ratio(rate, peer_rate)}x", goal),
+            ("  server CPU ms per request", f"{cpu}", f"{peer_cpu} {name}",
+             f"{_ratio(cpu, peer_cpu)}x", "≤ 1.0x" if ours == "single_submit" else ""),
+            ("  p99 ms", f"{p99}", f"{peer_p99} {name}", f"{_ratio(p99, peer_p99)}x", "≤ 1.0x"),
+        ]  # fmt: skip
     return rows
 
 

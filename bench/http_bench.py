@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +30,21 @@ BATCH_CONNECTIONS = 8
 
 def wrk(
     url: str,
-    body: bytes,
+    body: bytes | None,
     key: str | None,
     *,
     seconds: int = DURATION_SECONDS,
     connections: int = CONNECTIONS,
 ) -> dict[str, Any]:
-    """POST `body` to `url` for `seconds` over `connections` connections; parse wrk's output."""
-    lines = [
-        'wrk.method = "POST"',
-        f"wrk.body = [==[{body.decode()}]==]",
-        'wrk.headers["Content-Type"] = "application/json"',
-    ]
+    """POST `body` (GET without one) to `url` for `seconds` over `connections`
+    connections; parse wrk's output."""
+    lines = []
+    if body is not None:
+        lines = [
+            'wrk.method = "POST"',
+            f"wrk.body = [==[{body.decode()}]==]",
+            'wrk.headers["Content-Type"] = "application/json"',
+        ]
     if key:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {key}"')
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -74,32 +79,71 @@ def _ms(text: str) -> float:
     return round(number * {"us": 0.001, "ms": 1.0, "s": 1000.0}.get(unit, 1.0), 3)
 
 
-def bare_flask(env: dict[str, str]) -> dict[str, Any]:
-    """The same gunicorn settings, serving bench.bare_app; measured like the API. It
-    runs on gunicorn's plain threaded worker (the API runs on uvicorn's, behind its
-    waiting front), so the ratio shows what the front costs too."""
+@contextmanager
+def _served(app: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """gunicorn with the API's settings on its plain threaded worker, serving `app`;
+    yields its URL and process group."""
     port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--config", "python:app.gunicorn_conf",
-         "--worker-class", "gthread", "bench.bare_app:create_app()"],
+         "--worker-class", "gthread", app],
         cwd=REPO, env={**env, "API_PORT": str(port)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("the bare Flask baseline did not start")
+                raise TimeoutError(f"{app} did not start")
             time.sleep(0.1)
-        return _measured(process.pid, f"http://127.0.0.1:{port}/api/v1/tasks", None)
+        yield url, process.pid
     finally:
         os.killpg(process.pid, 15)
         process.wait(30)
+
+
+def bare_flask(env: dict[str, str]) -> dict[str, Any]:
+    """The same gunicorn settings, serving bench.bare_app; measured like the API. It
+    runs on gunicorn's plain threaded worker (the API runs on uvicorn's, behind its
+    waiting front), so the ratio shows what the front costs too."""
+    with _served("bench.bare_app:create_app()", env) as (url, group):
+        return _measured(group, f"{url}/api/v1/tasks", None)
+
+
+def celery_submit(env: dict[str, str], broker_url: str) -> dict[str, Any]:
+    """The peer of a single submit: Flask + Celery `send_task` onto Redis (bench.peers)."""
+    with _served("bench.peers:create_app()", {**env, **_peer_env(broker_url, "")}) as (
+        url,
+        group,
+    ):
+        return _measured(group, f"{url}/api/v1/tasks", None)
+
+
+def bare_read(env: dict[str, str], database_url: str, task_id: str) -> dict[str, Any]:
+    """The peer of a read: one task and its events in one psycopg query (bench.peers)."""
+    with _served("bench.peers:create_app()", {**env, **_peer_env("", database_url)}) as (
+        url,
+        group,
+    ):
+        return _measured(group, f"{url}/api/v1/tasks/{task_id}", None, body=None)
+
+
+def single_read(api_url: str, key: str, task_id: str, server_group: int) -> dict[str, Any]:
+    """`GET /api/v1/tasks/<id>` of one recorded task, measured like the submits."""
+    return _measured(server_group, f"{api_url}/api/v1/tasks/{task_id}", key, body=None)
+
+
+def _peer_env(broker_url: str, database_url: str) -> dict[str, str]:
+    return {
+        "PEER_BROKER_URL": broker_url or "memory://",
+        "PEER_DATABASE_URL": database_url,
+    }
 
 
 def single_submit(api_url: str, key: str, server_group: int) -> dict[str, Any]:
@@ -107,13 +151,15 @@ def single_submit(api_url: str, key: str, server_group: int) -> dict[str, Any]:
     return _measured(server_group, f"{api_url}/api/v1/tasks", key)
 
 
-def _measured(server_group: int, url: str, key: str | None) -> dict[str, Any]:
+def _measured(
+    server_group: int, url: str, key: str | None, body: bytes | None = SUBMIT_BODY
+) -> dict[str, Any]:
     """wrk's figures plus the server's CPU time per request: steadier than requests/s on
     a machine the load generator and Kafka share. A short unmeasured run first warms the
     server up (and a Kafka broker just started, whose JIT has not compiled its hot path)."""
-    wrk(url, SUBMIT_BODY, key, seconds=WARM_UP_SECONDS)
+    wrk(url, body, key, seconds=WARM_UP_SECONDS)
     with GroupCpu(server_group) as cpu:
-        result = wrk(url, SUBMIT_BODY, key)
+        result = wrk(url, body, key)
     requests = result["requests_per_s"] * DURATION_SECONDS
     result["server_cpu_ms_per_request"] = round(1000 * cpu.seconds / requests, 3) if requests else 0
     return result

@@ -107,6 +107,16 @@ def drain(instance: Instance) -> dict[str, Any]:
     return {"tasks": total, "seconds": round(elapsed, 2), "tasks_per_s": round(total / elapsed, 1)}
 
 
+def plain_broker_url(main: Settings) -> str:
+    """The plain-Celery baseline's Redis database (the Flask + Celery peer's too)."""
+    return main.redis_url.rsplit("/", 1)[0] + "/14"  # keeps the password, if any
+
+
+def flush_plain_broker(main: Settings) -> None:
+    with redis.Redis.from_url(plain_broker_url(main)) as client:
+        client.flushdb()
+
+
 @contextmanager
 def _plain_worker(
     concurrency: int, main: Settings, queued: str = ""
@@ -114,7 +124,7 @@ def _plain_worker(
     """A plain Celery worker (bench.plain_celery), prefork with the given concurrency, on
     its own Redis database, emptied before and after. `queued` is Python run against it
     before the worker starts; yields the database and a runner for more such code."""
-    url = main.redis_url.rsplit("/", 1)[0] + "/14"  # keeps the password, if any
+    url = plain_broker_url(main)
     client = redis.Redis.from_url(url)
     client.flushdb()
     env = {**os.environ, "PLAIN_BROKER_URL": url}
