@@ -40,7 +40,9 @@ class Own(IsolatedStack):
         return f"http://127.0.0.1:{self.settings.api_port}"
 
 
-@pytest.fixture(scope="module")
+# One test, both retries on one stack: under `pytest -n 2 --dist loadgroup` a module
+# fixture was set up anew for a second test (15 s more).
+@pytest.fixture()
 def own() -> Iterator[Own]:
     with isolated_stack(
         Own,
@@ -83,7 +85,14 @@ def recorded(client: Client, team: str, count: int) -> set[str]:
 
 
 @pytest.mark.timeout(TIMEOUT)
-def test_a_429_is_retried_after_retry_after_with_the_same_key(own: Own) -> None:
+def test_retries_after_429_and_503_never_make_a_second_task(own: Own) -> None:
+    rate_limited(own)
+    kafka_away(own)
+
+
+def rate_limited(own: Own) -> None:
+    """A 429 is retried after its Retry-After, with the same key; too short a budget
+    raises RateLimited at once."""
     with Client(own.url, own.key, retry=NO_RETRY) as once:
         first = once.submit("bravo", "noop")  # the burst of one
         with pytest.raises(RateLimited) as limited:
@@ -101,8 +110,9 @@ def test_a_429_is_retried_after_retry_after_with_the_same_key(own: Own) -> None:
         assert recorded(patient, "bravo", 2) == {first.id, second.id}
 
 
-@pytest.mark.timeout(TIMEOUT)
-def test_a_503_while_kafka_is_away_is_retried_into_one_task(own: Own) -> None:
+def kafka_away(own: Own) -> None:
+    """503s while Kafka is stopped are retried until it is back: one task, whose key
+    names it again afterwards."""
     stopped = ops(own.env, "stop", "kafka", timeout=own.budget.left(60))
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     retries = Retries()
