@@ -156,7 +156,9 @@ class TaskSpec:
     def body(self, key: str) -> dict[str, Any]:
         body: dict[str, Any] = {"team": self.team, "routine": self.routine}
         if self.payload is not None:
-            body["payload"] = dict(self.payload)
+            # Not a mapping (JSON from elsewhere, unchecked): the API's 422 names the field.
+            payload = self.payload
+            body["payload"] = dict(payload) if isinstance(payload, Mapping) else payload
         if self.priority is not None:
             body["priority"] = self.priority
         body["idempotency_key"] = key
