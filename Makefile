@@ -29,18 +29,15 @@ typecheck: setup
 
 test: setup lint typecheck pytest
 
-# Two xdist workers: the tests with a stack of their own beside those on the default stack
-# (tests/conftest.py groups them). PYTEST_XDIST= runs everything in this process.
-PYTEST_XDIST ?= -n 2 --dist loadgroup --durations=25
-
-# The suite against the default stack, which it leaves as it found it: started for the
+# The suite (scripts/pytest.sh: the tests with a stack of their own run beside the others)
+# against the default stack, which it leaves as it found it: started for the
 # run, it is stopped afterwards unless some of it was running before (`ops status` showed
-# a PID). The exit code is pytest's (or `ops up`'s, if the stack could not start).
+# a PID). The exit code is the suite's (or `ops up`'s, if the stack could not start).
 pytest:
 	@if $(PY) -m ops status 2>/dev/null | awk 'NR > 1 && $$3 != "-" {up = 1} END {exit !up}'; \
 	then was_up=1; else was_up=0; fi; \
 	trap : INT TERM; \
-	$(PY) -m ops up && $(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m ops up && bash scripts/pytest.sh --durations=25 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$was_up = 0 ]; then echo "make test: stopping the stack it started"; $(PY) -m ops down; fi; \
 	exit $$rc
 

@@ -156,14 +156,15 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     echo "$want" >"$stamp"
 fi
 # The client (client/, a package of its own) in .venv, editable: the tests use it and
-# `taskplatform` is on .venv/bin. Its dependencies (httpx, pydantic) come from the lock
-# above, hence --no-deps (a directory cannot be hash-checked). Again only when its
-# pyproject.toml changes.
+# `taskplatform` is on .venv/bin. Its dependencies (httpx, pydantic) and the setuptools
+# that builds it come from the lock above, hence --no-deps and --no-build-isolation (a
+# directory cannot be hash-checked; an isolated build would fetch setuptools unchecked).
+# Again only when its pyproject.toml changes.
 client_stamp=.venv/.client.sha256
 want_client=$(sha256sum client/pyproject.toml | cut -d' ' -f1)
 if [[ ! -x .venv/bin/taskplatform || ! -f $client_stamp || $(cat "$client_stamp") != "$want_client" ]]; then
     echo "setup: installing the client (client/, editable)"
-    .venv/bin/pip install -q --disable-pip-version-check --no-deps -e ./client
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e ./client
     echo "$want_client" >"$client_stamp"
 fi
 

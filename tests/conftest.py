@@ -34,19 +34,8 @@ TEST_SESSION_VARIABLE = "TASKPLATFORM_TEST_SESSION"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Overwritten, not inherited: a pytest run by a test (or an xdist worker) has
-    # leftovers of its own.
+    # Overwritten, not inherited: a pytest run by a test has leftovers of its own.
     os.environ[TEST_SESSION_VARIABLE] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Two groups for `pytest -n 2 --dist loadgroup` (what `make test` runs): the tests
-    that start a stack of their own (Kafka nodes booting, brokers fenced: mostly waiting)
-    run in one worker, beside the tests on the default stack in the other. Within a group
-    the tests run one after another, as without xdist."""
-    for item in items:
-        own = item.get_closest_marker("own_stack") is not None
-        item.add_marker(pytest.mark.xdist_group("own-stack" if own else "default-stack"))
 
 
 def _marked_processes(token: str) -> dict[int, str]:
@@ -98,8 +87,8 @@ def _stop(pids: list[int], timeout: float = 10.0) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     token = os.environ.get(TEST_SESSION_VARIABLE)
-    if not token or session.config.pluginmanager.has_plugin("dsession"):
-        return  # xdist's controller runs no test; its workers (which carry its token) check
+    if not token:
+        return
     deadline = time.monotonic() + 5  # processes stopped a moment ago may still be exiting
     while (leftovers := _marked_processes(token)) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -9,8 +9,8 @@ repository's `tests`), so its modules have names of their own: test_client_*.py.
 The fixtures are imported, not named in `pytest_plugins`: a run of the whole suite loads
 tests/conftest.py as a conftest too, and pytest refuses the same module twice. Imported,
 they are this folder's own (a whole-suite run makes its session fixtures once for each
-folder), and the hooks run once for each (harmless: one token wins, leftovers are stopped once,
-the xdist group is marked twice alike).
+folder), and the hooks run once for each (harmless: one token wins, leftovers are stopped
+once).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ api_url = repository.api_url
 admin_key = repository.admin_key
 team_key = repository.team_key
 pytest_configure = repository.pytest_configure
-pytest_collection_modifyitems = repository.pytest_collection_modifyitems
 pytest_sessionfinish = repository.pytest_sessionfinish
 
 
