@@ -43,9 +43,15 @@ class Services:
 
     @property
     def engine(self) -> Engine:
-        pool = self.settings.api_threads // 2 + 2
+        # One connection for each thread that may hold one, kept: with fewer, the threads
+        # beyond the pool opened and closed a connection per request (overflow), and a
+        # SCRAM exchange made that cost more than the query.
+        threads = self.settings.api_threads
         return self._lazy(
-            "engine", lambda: make_engine(self.settings, pool_size=pool, application="api")
+            "engine",
+            lambda: make_engine(
+                self.settings, pool_size=threads, max_overflow=2, application="api"
+            ),
         )
 
     @property
