@@ -29,15 +29,14 @@ typecheck: setup
 
 test: setup lint typecheck pytest
 
-# The suite (scripts/pytest.sh: the tests with a stack of their own run beside the others)
-# against the default stack, which it leaves as it found it: started for the
+# The suite against the default stack, which it leaves as it found it: started for the
 # run, it is stopped afterwards unless some of it was running before (`ops status` showed
-# a PID). The exit code is the suite's (or `ops up`'s, if the stack could not start).
+# a PID). The exit code is pytest's (or `ops up`'s, if the stack could not start).
 pytest:
 	@if $(PY) -m ops status 2>/dev/null | awk 'NR > 1 && $$3 != "-" {up = 1} END {exit !up}'; \
 	then was_up=1; else was_up=0; fi; \
 	trap : INT TERM; \
-	$(PY) -m ops up && bash scripts/pytest.sh --durations=25 $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m ops up && $(PY) -m pytest --durations=40 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$was_up = 0 ]; then echo "make test: stopping the stack it started"; $(PY) -m ops down; fi; \
 	exit $$rc
 
