@@ -69,6 +69,11 @@ def wants_context(function: Routine) -> bool:
     return "context" in inspect.signature(function).parameters
 
 
+# How long before the hard time limit a run stops waiting on Kafka (the limit is checked
+# by the pool's timer, not to the millisecond).
+KILL_MARGIN_SECONDS = 1.0
+
+
 def retry_delay(retries: int) -> float:
     """Exponential backoff with equal jitter: a random delay between half and all of
     base * 2**retries (capped), so a retry never comes back at once."""
@@ -289,9 +294,12 @@ class Run:
         envelope: CeleryEnvelope,
         *,
         worker: str | None = None,
+        killed_at: float | None = None,
     ) -> None:
         self.resources = resources
         self.worker = worker  # the Celery worker's name, for the STARTED event
+        # time.monotonic() at which the pool kills this process (its hard time limit).
+        self.killed_at = killed_at
         self.spec = spec
         self.function = function
         self.envelope = envelope
@@ -490,9 +498,19 @@ class Run:
             return
         self._observe_run()
         metrics.TASK_RETRIES.labels(*self.labels()).inc()
-        # The retry must be in Kafka before this delivery is acknowledged.
-        if self.resources.events.flush(30):
+        # The retry must be in Kafka before this delivery is acknowledged. Not waited for
+        # past the hard time limit: killed, this process would lose what it has not sent
+        # (this attempt's STARTED event), and the main process would end the task FAILED.
+        # Failing instead keeps the process, whose producer delivers all once Kafka is
+        # back; the "retrying" lease lets the reconciler send it again if that is too late.
+        if self.resources.events.flush(self._wait_left(30)):
             raise RuntimeError("retry request not acknowledged by Kafka")
+
+    def _wait_left(self, wanted: float) -> float:
+        """Seconds this run may block for, at most `wanted`: short of the hard time limit."""
+        if self.killed_at is None:
+            return wanted
+        return max(0.0, min(wanted, self.killed_at - time.monotonic() - KILL_MARGIN_SECONDS))
 
     def finish(self, status: Status, *, result: Any = None, error: str | None = None) -> None:
         event = self.event(status, result=result, error=error)

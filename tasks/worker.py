@@ -92,8 +92,13 @@ def _register(app: Celery, state: WorkerState, name: str, spec: Any, function: R
     def run(self: Task, *envelopes: dict[str, Any]) -> None:
         # Usually one task; tiny routines may carry several, run one after the other.
         resources = state.resources()
+        # When the pool kills this process (the hard time limit of the whole message).
+        killed_at = time.monotonic() + spec.hard_timeout * spec.batch
         for envelope in readable(resources, envelopes):
-            Run(resources, spec, function, envelope, worker=self.request.hostname).execute()
+            Run(
+                resources, spec, function, envelope,
+                worker=self.request.hostname, killed_at=killed_at,
+            ).execute()  # fmt: skip
 
     run.__name__ = f"routine_{name}"
     run.__doc__ = function.__doc__

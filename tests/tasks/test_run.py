@@ -4,12 +4,14 @@ Kafka: what it announces, keeps, retries and dead-letters. The end-to-end tests
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
+import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from core import leases, redis_keys
@@ -20,7 +22,7 @@ from core.settings import RoutineSpec, Settings
 from core.status import Status
 from core.status_publisher import StatusPublisher
 from tasks.context import RoutineContext
-from tasks.execution import Resources, Run
+from tasks.execution import KILL_MARGIN_SECONDS, Resources, Run
 from tests.fakes import FakeProducer, FakeRedis, status_is, unit_settings
 
 ALPHA = "tasks.alpha"
@@ -304,3 +306,39 @@ def test_the_started_event_names_the_worker_that_runs_the_attempt() -> None:
     assert started.status is Status.STARTED
     assert started.detail is not None and started.detail["worker"] == "worker1@host"
     assert ended.status is Status.SUCCEEDED and ended.detail is None
+
+
+def test_a_retry_waits_on_kafka_only_until_short_of_the_hard_time_limit() -> None:
+    """Kafka away: the wait for the retry's acknowledgement ends before the pool would
+    kill the process (which would lose this attempt's STARTED event and end the task
+    FAILED); the run fails instead, its events still queued in the living producer."""
+    worker = make_worker()
+    waits: list[float | None] = []
+
+    def kafka_away(timeout: float | None = None) -> int:
+        waits.append(timeout)
+        return 2  # the retry request and the RETRYING event, undelivered
+
+    worker.producer.flush = kafka_away  # type: ignore[method-assign]
+    request = TaskRequest(
+        task_id=str(uuid.uuid4()),
+        team="alpha",
+        routine="work",
+        priority=Priority.MEDIUM,
+        accepted_at=utcnow(),
+        payload={},
+    )
+
+    def fails(payload: dict[str, Any]) -> None:
+        raise ValueError("boom")
+
+    spec = RoutineSpec(function="tests.fakes:unused", retries=2)
+    killed_at = time.monotonic() + 3.0
+    run = Run(worker.resources, spec, fails, CeleryEnvelope(request, Priority.MEDIUM),
+              killed_at=killed_at)  # fmt: skip
+    with pytest.raises(RuntimeError, match="not acknowledged"):
+        run.execute()
+    [waited] = waits
+    assert waited is not None and 0 < waited <= 3.0 - KILL_MARGIN_SECONDS
+    assert [m.topic() for m in worker.producer.produced].count(ALPHA) == 1  # queued, not lost
+    assert worker.statuses() == [Status.STARTED, Status.RETRYING]
