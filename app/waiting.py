@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
+import io
 import logging
 import math
 import re
@@ -29,6 +32,7 @@ from urllib.parse import quote, unquote_plus
 
 import orjson
 from a2wsgi import WSGIMiddleware
+from a2wsgi.wsgi import build_environ
 from flask import Flask
 from prometheus_client import Counter, Gauge
 
@@ -188,6 +192,37 @@ class _UntilGone:
             close()
 
 
+def _whole_answer(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> Answer:
+    """Runs the WSGI app on this (pool) thread and holds its answer whole."""
+    started: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started["status"] = int(status.split(" ", 1)[0])
+        started["headers"] = [
+            (name.strip().encode("latin1").lower(), value.strip().encode("latin1"))
+            for name, value in headers
+        ]
+        return chunks.append
+
+    iterable = app(environ, start_response)
+    try:
+        chunks.extend(iterable)
+    finally:
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+    return Answer(started.get("status", 500), started.get("headers", []), b"".join(chunks))
+
+
+def _is_stream_request(scope: Scope) -> bool:
+    """A GET the app may answer with server-sent events: the stats stream, and a task's
+    events with ?follow=. Those go through a2wsgi, which sends each event as it comes."""
+    return scope["method"] == "GET" and (
+        scope["path"].endswith("/stream") or b"follow" in scope["query_string"]
+    )
+
+
 class Front:
     """The ASGI application gunicorn's uvicorn workers serve."""
 
@@ -201,6 +236,9 @@ class Front:
     ) -> None:
         self.flask = flask_app  # gunicorn_conf's hooks find the platform's services here
         self.wsgi = WSGIMiddleware(_Wsgi(flask_app), workers=threads)  # type: ignore[arg-type]
+        # The largest body read here before the app sees it; a larger or unsized one goes
+        # through a2wsgi, whose app refuses it as it reads (413).
+        self.max_body = int(flask_app.config.get("MAX_CONTENT_LENGTH") or 0)
         self.waiters = waiters if waiters is not None else Waiters()
         self.subscription = subscription
         self.stopping = False
@@ -227,6 +265,11 @@ class Front:
     async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Through the Flask app as it is. A GET may answer with a stream (server-sent
         events): then watch for its client leaving, to stop producing it."""
+        if not _is_stream_request(scope):
+            answer = await self._whole(scope, receive)
+            if answer is not None:
+                await answer.send(send)
+                return
         if scope["method"] != "GET":
             await self.wsgi(scope, receive, send)  # type: ignore[arg-type]
             return
@@ -329,8 +372,39 @@ class Front:
             if gone is not None:
                 gone.cancel()
 
+    async def _whole(self, scope: Scope, receive: Receive) -> Answer | None:
+        """The request through the Flask app in one hop to a pool thread and back: its body
+        read here first, its answer held whole. a2wsgi instead hands the body, the start of
+        the answer and each chunk across threads one at a time, each hop a wake-up of the
+        loop and of the thread (about 5 per request). None, having read nothing, for a body
+        without a size or larger than the app takes: a2wsgi's path refuses it as it reads."""
+        headers = dict(scope["headers"])
+        size = headers.get(b"content-length")
+        if size is None:
+            if b"transfer-encoding" in headers:  # chunked: a body of no known size
+                return None
+        elif not size.isdigit() or int(size) > self.max_body:
+            return None
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return Answer(499, [], b"")  # nobody to answer; nothing was run
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        environ: dict[str, Any] = dict(build_environ(scope, io.BytesIO(bytes(body))))  # type: ignore[arg-type]
+        environ["wsgi.input_terminated"] = True  # as _Wsgi says
+        run = functools.partial(
+            contextvars.copy_context().run, _whole_answer, self.flask.wsgi_app, environ
+        )
+        return await asyncio.get_running_loop().run_in_executor(self.wsgi.executor, run)
+
     async def _call(self, scope: Scope, receive: Receive) -> Answer:
         """One request through the Flask app, its answer held whole."""
+        whole = await self._whole(scope, receive)
+        if whole is not None:
+            return whole
         start: Message = {}
         chunks: list[bytes] = []
 

@@ -33,6 +33,7 @@ class Tasks:
         self.reads: list[str] = []
         self.after_read: Callable[[str], None] = lambda task_id: None
         self.stream_closed = threading.Event()
+        self.inputs: list[str] = []  # how each /echo request's body reached the app
 
     def new(self, status: str = PENDING) -> str:
         task_id = str(uuid.uuid4())
@@ -40,8 +41,12 @@ class Tasks:
         return task_id
 
 
+BODY_LIMIT = 4096
+
+
 def fake_api(tasks: Tasks) -> Flask:
     app = Flask("fake_api")
+    app.config["MAX_CONTENT_LENGTH"] = BODY_LIMIT
 
     @app.get("/api/v1/tasks/<task_id>")
     def read(task_id: str) -> Any:
@@ -74,6 +79,11 @@ def fake_api(tasks: Tasks) -> Flask:
     @app.post("/api/v1/tasks/batch")
     def batch() -> Any:
         return jsonify(accepted=0), 202
+
+    @app.post("/echo")
+    def echo() -> Any:
+        tasks.inputs.append(type(request.environ["wsgi.input"]).__name__)
+        return request.get_data(), 200, {"Content-Type": "application/octet-stream"}
 
     @app.get("/stream")
     def stream() -> Response:
@@ -397,3 +407,57 @@ def test_until_gone_closes_what_it_wraps() -> None:
         gone.set()
     wrapped.close()
     assert seen == [b"a"] and closed == [True]
+
+
+def test_a_sized_body_within_the_limit_is_read_first_and_answered_whole(
+    front: Front, tasks: Tasks
+) -> None:
+    body = bytes(range(256)) * 8  # 2 KiB, binary
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        answer = await client.post("/echo", content=body)
+        assert (answer.status_code, answer.content) == (200, body)
+
+    run(front, scenario)
+    assert tasks.inputs == ["BytesIO"]  # read by the front, not through a2wsgi's Body
+
+
+def test_a_body_over_the_limit_or_without_a_size_goes_through_a2wsgi_as_the_app_reads_it(
+    front: Front, tasks: Tasks
+) -> None:
+    async def chunked() -> Any:
+        yield b"small, "
+        yield b"but unsized"
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        too_large = await client.post("/echo", content=b"x" * (BODY_LIMIT + 1))
+        assert too_large.status_code == 413
+        unsized = await client.post("/echo", content=chunked())
+        assert (unsized.status_code, unsized.content) == (200, b"small, but unsized")
+
+    run(front, scenario)
+    # Both through a2wsgi's Body: the app refused the large one as it read it (413).
+    assert tasks.inputs == ["Body", "Body"]
+
+
+def test_a_client_gone_before_its_body_ended_runs_nothing(front: Front, tasks: Tasks) -> None:
+    sent: list[Any] = []
+    messages = [
+        {"type": "http.request", "body": b'{"routine": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/api/v1/tasks", "query_string": b"",
+        "headers": [(b"content-length", b"100"), (b"content-type", b"application/json")],
+        "http_version": "1.1", "scheme": "http", "root_path": "",
+        "server": ("api", 80), "client": ("127.0.0.1", 1),
+    }  # fmt: skip
+    asyncio.run(front(scope, receive, send))
+    assert tasks.status == {}  # no task was made: the app never ran
