@@ -33,6 +33,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """
 
+# A renewal keeps the lease only where it is still the holder's, or gone (Redis lost its
+# data: made again). Another value stands: a retry's "retrying" hand-off, or a new holder.
+# (An unconditional SET from the keeper thread, a moment after the run had handed its
+# lease on, made the retry's delivery find a live "running" lease and skip itself.)
+_RENEW = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
 
 def key(task_id: str) -> str:
     return f"{redis_keys.PREFIX}lease:{task_id}"
@@ -64,6 +77,7 @@ class Leases:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
 
     def acquire_in(
         self, pipe: redis.client.Pipeline, task_id: str, holder: str, seconds: int
@@ -77,5 +91,5 @@ class Leases:
             return
         pipe = self.redis.pipeline(transaction=False)
         for task_id, holder in held.items():
-            pipe.set(key(task_id), holder, ex=RUNNING_SECONDS)
+            self._renew(keys=[key(task_id)], args=[holder, RUNNING_SECONDS], client=pipe)
         pipe.execute()
