@@ -89,10 +89,13 @@ class Worker:
         function: Callable[..., Any],
         *,
         allowed_retries: int = 2,
+        worker: str | None = None,
+        killed_at: float | None = None,
         **fields: Any,
     ) -> TaskRequest:
         """Deliver a task of a routine that runs `function` and may be retried
-        `allowed_retries` times; `fields` set the request's own (task id, retries)."""
+        `allowed_retries` times, on `worker`, to be killed at `killed_at`; `fields` set the
+        request's own (task id, retries)."""
         values: dict[str, Any] = {
             "task_id": str(uuid.uuid4()),
             "team": "alpha",
@@ -104,7 +107,8 @@ class Worker:
         }
         request = TaskRequest(**values)
         spec = RoutineSpec(function="tests.fakes:unused", retries=allowed_retries)
-        Run(self.resources, spec, function, CeleryEnvelope(request, Priority.MEDIUM)).execute()
+        envelope = CeleryEnvelope(request, Priority.MEDIUM)
+        Run(self.resources, spec, function, envelope, worker=worker, killed_at=killed_at).execute()
         return request
 
     def statuses(self) -> list[Status]:
@@ -291,17 +295,7 @@ def test_a_routine_that_asks_for_its_context_gets_the_attempt() -> None:
 
 def test_the_started_event_names_the_worker_that_runs_the_attempt() -> None:
     worker = make_worker()
-    request = TaskRequest(
-        task_id=str(uuid.uuid4()),
-        team="alpha",
-        routine="work",
-        priority=Priority.MEDIUM,
-        accepted_at=utcnow(),
-        payload={},
-    )
-    spec = RoutineSpec(function="tests.fakes:unused")
-    envelope = CeleryEnvelope(request, Priority.MEDIUM)
-    Run(worker.resources, spec, lambda payload: None, envelope, worker="worker1@host").execute()
+    worker.run(lambda payload: None, worker="worker1@host")
     started, ended = worker.producer.events()
     assert started.status is Status.STARTED
     assert started.detail is not None and started.detail["worker"] == "worker1@host"
@@ -320,24 +314,12 @@ def test_a_retry_waits_on_kafka_only_until_short_of_the_hard_time_limit() -> Non
         return 2  # the retry request and the RETRYING event, undelivered
 
     worker.producer.flush = kafka_away  # type: ignore[method-assign]
-    request = TaskRequest(
-        task_id=str(uuid.uuid4()),
-        team="alpha",
-        routine="work",
-        priority=Priority.MEDIUM,
-        accepted_at=utcnow(),
-        payload={},
-    )
 
     def fails(payload: dict[str, Any]) -> None:
         raise ValueError("boom")
 
-    spec = RoutineSpec(function="tests.fakes:unused", retries=2)
-    killed_at = time.monotonic() + 3.0
-    run = Run(worker.resources, spec, fails, CeleryEnvelope(request, Priority.MEDIUM),
-              killed_at=killed_at)  # fmt: skip
     with pytest.raises(RuntimeError, match="not acknowledged"):
-        run.execute()
+        worker.run(fails, allowed_retries=2, killed_at=time.monotonic() + 3.0)
     [waited] = waits
     assert waited is not None and 0 < waited <= 3.0 - KILL_MARGIN_SECONDS
     assert [m.topic() for m in worker.producer.produced].count(ALPHA) == 1  # queued, not lost
