@@ -12,11 +12,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from flask import request
 from sqlalchemy import Engine, func, insert, update
 
 from app.errors import Forbidden, TooManyRequests, Unauthorized
+from core.db import once_more_if_disconnected
 from core.schema import api_keys
 
 # How long a process trusts what it read of a key (known, unknown or revoked): a
@@ -101,13 +103,18 @@ class KeyStore:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
-                .values(last_used_at=func.now())
-                .returning(api_keys.c.key_id, api_keys.c.team, api_keys.c.is_admin)
-            ).first()
+
+        def read() -> Any:
+            with self.engine.begin() as conn:
+                return conn.execute(
+                    update(api_keys)
+                    .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
+                    .values(last_used_at=func.now())
+                    .returning(api_keys.c.key_id, api_keys.c.team, api_keys.c.is_admin)
+                ).first()
+
+        # Stamping the last use again does no harm: a lookup may be tried twice.
+        row = once_more_if_disconnected(read)
         principal = (
             Principal(key_id=row.key_id, team=row.team, is_admin=row.is_admin) if row else None
         )

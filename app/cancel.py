@@ -26,6 +26,7 @@ from app.kafka_submitter import KafkaSubmitter
 from app.metrics import CANCELS
 from app.models import CancelledTask, task_links
 from core import leases, redis_keys
+from core.db import once_more_if_disconnected
 from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event
 from core.outcomes import Outcomes
 from core.schema import REQUEST_COLUMNS, request_of, tasks
@@ -152,10 +153,14 @@ class Canceller:
             parsed = uuid.UUID(task_id)
         except ValueError:
             raise NotFound(f"no task {task_id!r}: task ids are UUIDs") from None
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(*REQUEST_COLUMNS, tasks.c.status).where(tasks.c.task_id == parsed)
-            ).first()
+
+        def read() -> Any:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    select(*REQUEST_COLUMNS, tasks.c.status).where(tasks.c.task_id == parsed)
+                ).first()
+
+        row = once_more_if_disconnected(read)
         if row is not None:
             return request_of(row), Status(row.status)
         cached = self.cache.requests([str(parsed)]).get(str(parsed))

@@ -12,6 +12,7 @@ from app.errors import Unauthorized
 from app.http import json_response
 from app.metrics import exposition
 from app.services import services
+from core.db import once_more_if_disconnected
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,12 @@ def readyz() -> Response:
         log.warning("readiness: Kafka unreachable: %s", exc)
         checks["kafka"] = f"unreachable: {type(exc).__name__}"
     try:
-        with services().engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+
+        def ping() -> None:
+            with services().engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        once_more_if_disconnected(ping)
         checks["postgres"] = "ok"
     except Exception as exc:
         log.warning("readiness: Postgres unreachable: %s", exc)

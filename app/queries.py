@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Text, and_, cast, func, literal_column, select, true, tuple_
+from sqlalchemy import (
+    Dialect,
+    Engine,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    true,
+    tuple_,
+)
 
 from app.models import RecordedEvent, Task, TaskPage, TaskSummary, task_links
+from core.db import once_more_if_disconnected
 from core.schema import task_events, task_payloads, tasks
 from core.status import Status, progress
 
@@ -69,17 +83,20 @@ def _in_order(events: list[RecordedEvent]) -> list[RecordedEvent]:
 
 def load_events(engine: Engine, task_id: uuid.UUID) -> list[RecordedEvent]:
     """The task's recorded events in the order they happened (by time, then progress)."""
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(
-                task_events.c.event_id,
-                task_events.c.status,
-                task_events.c.at,
-                task_events.c.attempt,
-                task_events.c.queue,
-                task_events.c.detail,
-            ).where(task_events.c.task_id == task_id)
-        ).all()
+    query = select(
+        task_events.c.event_id,
+        task_events.c.status,
+        task_events.c.at,
+        task_events.c.attempt,
+        task_events.c.queue,
+        task_events.c.detail,
+    ).where(task_events.c.task_id == task_id)
+
+    def read() -> Sequence[Any]:
+        with engine.connect() as conn:
+            return conn.execute(query).all()
+
+    found = once_more_if_disconnected(read)
     return _in_order([_event_body(*row) for row in found])
 
 
@@ -105,18 +122,32 @@ _TIMELINE = (
 )  # fmt: skip
 
 
-def get_task(engine: Engine, task_id: uuid.UUID) -> Task | None:
-    """The task with its full timeline, or None if Postgres does not have it (yet): one
-    query, on a connection in autocommit (no BEGIN, no ROLLBACK): a read that answers
-    after one round trip to Postgres instead of five."""
+@functools.cache
+def _task_query(dialect: Dialect) -> tuple[str, dict[str, Any]]:
+    """The SQL of a task with its timeline, compiled once per process: the read runs it
+    as it is, without building, caching and compiling the statement again each time."""
     # A large payload is stored apart (core.limits).
     query = (
         select(tasks, task_payloads.c.payload.label("stored_payload"), _TIMELINE.label("timeline"))
         .outerjoin(task_payloads, task_payloads.c.task_id == tasks.c.task_id)
-        .where(tasks.c.task_id == task_id)
+        .where(tasks.c.task_id == bindparam("task_id", type_=tasks.c.task_id.type))
     )
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        row = conn.execute(query).first()
+    compiled = query.compile(dialect=dialect)
+    return str(compiled), dict(compiled.params)  # the timeline's key names among them
+
+
+def get_task(engine: Engine, task_id: uuid.UUID) -> Task | None:
+    """The task with its full timeline, or None if Postgres does not have it (yet): one
+    query, on a connection in autocommit (no BEGIN, no ROLLBACK): a read that answers
+    after one round trip to Postgres instead of five."""
+    sql, params = _task_query(engine.dialect)
+    params = {**params, "task_id": task_id}
+
+    def read() -> Any:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.exec_driver_sql(sql, params).first()
+
+    row = once_more_if_disconnected(read)
     if row is None:
         return None
     timeline = [
@@ -179,19 +210,24 @@ def list_tasks(
     size = func.coalesce(func.octet_length(cast(tasks.c.result, Text)), 0) + func.coalesce(
         func.octet_length(tasks.c.error), 0
     )
-    with engine.connect() as conn:
-        # First what the page may hold: `limit` tasks, and results of PAGE_MAX_BYTES at
-        # most (at least one task), so a page of large results cannot take the process's
-        # memory; then those tasks whole.
-        sizes = conn.execute(
-            select(tasks.c.task_id, tasks.c.created_at, size.label("size"))
-            .where(where)
-            .order_by(*order)
-            .limit(limit + 1)
-        ).all()
-        kept = _within(sizes, limit)
-        ids = [row.task_id for row in kept]
-        rows = conn.execute(query.where(tasks.c.task_id.in_(ids))).all() if ids else []
+
+    def read() -> tuple[Sequence[Any], list[Any], Sequence[Any]]:
+        with engine.connect() as conn:
+            # First what the page may hold: `limit` tasks, and results of PAGE_MAX_BYTES
+            # at most (at least one task), so a page of large results cannot take the
+            # process's memory; then those tasks whole.
+            sizes = conn.execute(
+                select(tasks.c.task_id, tasks.c.created_at, size.label("size"))
+                .where(where)
+                .order_by(*order)
+                .limit(limit + 1)
+            ).all()
+            kept = _within(sizes, limit)
+            ids = [row.task_id for row in kept]
+            rows = conn.execute(query.where(tasks.c.task_id.in_(ids))).all() if ids else []
+        return sizes, kept, rows
+
+    sizes, kept, rows = once_more_if_disconnected(read)
     next_cursor = None
     if len(kept) < len(sizes):
         last = kept[-1]

@@ -24,6 +24,9 @@ from core.routing import RoutingPolicy
 from core.settings import Settings
 
 T = TypeVar("T")
+# A pooled connection that rested this long is pinged before use; one in steady use is
+# not (a round trip as dear as the read itself), and reads try once more on a dead one.
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 class Services:
@@ -50,7 +53,11 @@ class Services:
         return self._lazy(
             "engine",
             lambda: make_engine(
-                self.settings, pool_size=threads, max_overflow=2, application="api"
+                self.settings,
+                pool_size=threads,
+                max_overflow=2,
+                application="api",
+                ping_after_idle=PING_AFTER_IDLE_SECONDS,
             ),
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from app.kafka_submitter import KafkaSubmitter
 from app.metrics import SUBMITTED
 from app.models import AcceptedTask, SubmitRequest, task_links
 from app.rate_limit import RateLimiter
+from core.db import once_more_if_disconnected
 from core.limits import deeper_than
 from core.messages import TaskRequest, idempotent_task_id, isoformat, utcnow, uuid7_text
 from core.payloads import Problem
@@ -285,11 +287,15 @@ class Submission:
             if len(encoded[task_id]) > inline
         ]
         if large:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(task_payloads).on_conflict_do_nothing(index_elements=["task_id"]),
-                    large,
-                )
+
+            def store() -> None:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert(task_payloads).on_conflict_do_nothing(index_elements=["task_id"]),
+                        large,
+                    )
+
+            once_more_if_disconnected(store)  # stored twice is stored once (no conflict)
 
     def _existing(self, task_ids: set[str]) -> dict[str, Accepted]:
         if not task_ids:
@@ -299,12 +305,16 @@ class Submission:
             for task_id, r in self.cache.requests(sorted(task_ids)).items()
         }
         try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(*REQUEST_COLUMNS, tasks.c.status).where(
-                        tasks.c.task_id.in_([uuid.UUID(t) for t in task_ids])
-                    )
-                ).all()
+
+            def read() -> Sequence[Any]:
+                with self.engine.connect() as conn:
+                    return conn.execute(
+                        select(*REQUEST_COLUMNS, tasks.c.status).where(
+                            tasks.c.task_id.in_([uuid.UUID(t) for t in task_ids])
+                        )
+                    ).all()
+
+            rows = once_more_if_disconnected(read)
         except SQLAlchemyError as exc:
             # Without the lookup a repeat is produced again; the bridge runs it once.
             log.warning("idempotency lookup failed: %s", exc)

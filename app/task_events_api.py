@@ -22,6 +22,7 @@ from app.models import FOLLOW, RecordedEvent
 from app.queries import load_events
 from app.services import services
 from app.sse import REVOKED, StillAllowed, sse_comment, sse_event, sse_response, sse_retry
+from core.db import once_more_if_disconnected
 from core.messages import TaskRequest, event_id
 from core.schema import tasks
 from core.status import Status
@@ -34,8 +35,11 @@ KEEPALIVE_SECONDS = 10.0
 
 
 def _task_team(engine: Engine, task_id: uuid.UUID) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(select(tasks.c.team).where(tasks.c.task_id == task_id)).scalar()
+    def read() -> str | None:
+        with engine.connect() as conn:
+            return conn.execute(select(tasks.c.team).where(tasks.c.task_id == task_id)).scalar()
+
+    return once_more_if_disconnected(read)
 
 
 def _just_accepted(task_id: uuid.UUID) -> TaskRequest | None:

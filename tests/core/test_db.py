@@ -1,0 +1,93 @@
+"""core.db: pinging only connections that rested, and trying a read once more on a
+connection found dead."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from core.db import make_engine, once_more_if_disconnected
+from core.settings import Settings
+
+
+class _Dead(Exception):
+    pass
+
+
+def _failing(invalidated: bool, times: int) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def read() -> str:
+        calls.append(1)
+        if len(calls) <= times:
+            raise DBAPIError("SELECT 1", {}, _Dead(), connection_invalidated=invalidated)
+        return "row"
+
+    return calls, read
+
+
+def test_a_read_whose_connection_died_is_tried_once_more() -> None:
+    calls, read = _failing(invalidated=True, times=1)
+    assert once_more_if_disconnected(read) == "row"  # type: ignore[arg-type]
+    assert len(calls) == 2
+
+
+def test_only_once_and_only_for_a_dead_connection() -> None:
+    calls, read = _failing(invalidated=True, times=2)
+    with pytest.raises(DBAPIError):
+        once_more_if_disconnected(read)  # type: ignore[arg-type]
+    assert len(calls) == 2
+    calls, read = _failing(invalidated=False, times=1)
+    with pytest.raises(DBAPIError):
+        once_more_if_disconnected(read)  # type: ignore[arg-type]
+    assert len(calls) == 1
+
+
+def _backend(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _end(engine: Engine, pid: int) -> None:
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+
+@pytest.fixture()
+def killer(stack: Settings) -> Iterator[Engine]:
+    engine = make_engine(stack, pool_size=1, application="tests-killer")
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.stack
+def test_a_rested_connection_is_pinged_and_replaced_when_dead(
+    stack: Settings, killer: Engine
+) -> None:
+    engine = make_engine(stack, pool_size=1, max_overflow=0, ping_after_idle=0.0)
+    try:
+        first = _backend(engine)
+        _end(killer, first)
+        assert _backend(engine) != first  # no error: the ping found it gone
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.stack
+def test_a_connection_in_use_is_not_pinged_and_the_read_is_tried_again(
+    stack: Settings, killer: Engine
+) -> None:
+    engine = make_engine(stack, pool_size=1, max_overflow=0, ping_after_idle=3600.0)
+    try:
+        first = _backend(engine)
+        _end(killer, first)
+        with pytest.raises(DBAPIError) as raised:
+            _backend(engine)  # not pinged: the query itself finds the connection dead
+        assert raised.value.connection_invalidated
+        _end(killer, _backend(engine))
+        assert once_more_if_disconnected(lambda: _backend(engine)) != first
+    finally:
+        engine.dispose()
