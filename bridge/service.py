@@ -116,7 +116,6 @@ class Bridge:
     def step(self) -> None:
         messages = self._read()
         now, wall = self.clock(), datetime.now(UTC)
-        self.sender.read_capacity()
         for message in messages:
             self._take(message, now, wall)
         self.sender.dispatch(now)
@@ -129,6 +128,11 @@ class Bridge:
         """What is there now, or else wait (up to the poll timeout) for the first
         message: `consume` alone would wait for a full batch or the whole timeout."""
         messages = self.consumer.consume(BATCH, 0)
+        # The workers' room is read before the step: while the bridge would wait anyway,
+        # so that a task which ends the wait is sent without a round trip to Redis first.
+        # Read so, it is at most a poll timeout old; meanwhile workers only take from what
+        # it counted (another bridge's sends aside), so the step sends no more than then.
+        self.sender.read_capacity()
         if messages:
             return messages
         first = self.consumer.poll(self._poll_timeout())

@@ -325,8 +325,12 @@ class Run:
     def execute(self) -> None:
         resources = self.resources
         holder = running_holder()
+        # When this worker process took the task up: the moment STARTED names (as plain
+        # Celery's send-to-start ends at the task body), and the one its expiry is judged
+        # at, so a task that passes the check never reads as started after it expired.
+        arrived = datetime.now(UTC)
         expired = b""
-        if self.request.expired(datetime.now(UTC)):
+        if self.request.expired(arrived):
             expired = self.event(Status.EXPIRED, detail={"stage": "claimed by a worker"}).encode()
         begun = resources.begin(self.task_id, holder, expired)
         if begun.expired:
@@ -349,11 +353,11 @@ class Run:
         self.attempt = begun.attempt
         resources.keeper.keep(self.task_id, holder)
         try:
-            self._attempt()
+            self._attempt(arrived)
         finally:
             resources.keeper.release(self.task_id)
 
-    def _attempt(self) -> None:
+    def _attempt(self, arrived: datetime) -> None:
         settings = self.resources.settings
         cap = self.spec.retries + 1 + settings.task_lost_retries
         if self.attempt > cap:
@@ -366,7 +370,7 @@ class Run:
             return
         # Which worker (and pool process) runs this attempt: the task page's timeline.
         where = {"worker": self.worker, "pid": os.getpid()} if self.worker else None
-        started = self.event(Status.STARTED, detail=where)
+        started = self.event(Status.STARTED, detail=where, at=arrived)
         if not self.announce(started):
             return
         self.started_at = started.at

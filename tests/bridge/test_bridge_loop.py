@@ -142,6 +142,35 @@ def test_a_newcomer_whose_priority_has_nothing_waiting_takes_the_fast_lane() -> 
     assert rig.dispatcher.published_to(H) == [task.task_id]
 
 
+def test_a_task_that_ends_the_wait_is_sent_on_the_room_read_before_it() -> None:
+    """The workers' room is read while the bridge would wait anyway: the task that wakes
+    it goes out with no round trip to the broker between its arrival and its publish."""
+    rig = make_rig(slots=1)
+    calls: list[str] = []
+    read_room, publish, poll = rig.dispatcher.capacity, rig.dispatcher.publish, rig.consumer.poll
+    task = request()
+
+    def capacity() -> Any:
+        calls.append("room")
+        return read_room()
+
+    def arrives(timeout: float | None = None) -> Any:
+        calls.append("wait")
+        rig.send(task)  # the request comes in while the bridge waits
+        return poll(timeout)
+
+    def published(messages: Any) -> Any:
+        calls.append("publish")
+        return publish(messages)
+
+    rig.dispatcher.capacity = capacity  # type: ignore[method-assign]
+    rig.dispatcher.publish = published  # type: ignore[method-assign]
+    rig.consumer.poll = arrives  # type: ignore[method-assign]
+    rig.bridge.step()
+    assert rig.dispatcher.published_ids == [task.task_id]
+    assert calls == ["room", "wait", "publish"]
+
+
 def test_a_newcomer_waits_behind_tasks_of_its_priority_when_there_is_no_room() -> None:
     rig = make_rig(slots=0)
     first = request(M)

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -324,3 +324,22 @@ def test_a_retry_waits_on_kafka_only_until_short_of_the_hard_time_limit() -> Non
     assert waited is not None and 0 < waited <= 3.0 - KILL_MARGIN_SECONDS
     assert [m.topic() for m in worker.producer.produced].count(ALPHA) == 1  # queued, not lost
     assert worker.statuses() == [Status.STARTED, Status.RETRYING]
+
+
+def test_started_names_the_moment_the_process_took_the_task_up_not_the_end_of_its_claim() -> None:
+    """As plain Celery's send-to-start ends where the task body begins: the claim's round
+    trip to Redis (here a slow one) comes after the moment STARTED names."""
+    worker = make_worker()
+    claim = worker.resources.begin_script
+    claim_began: list[datetime] = []
+
+    def slow_claim(**arguments: Any) -> Any:
+        claim_began.append(utcnow())
+        time.sleep(0.005)
+        return claim(**arguments)
+
+    worker.resources.begin_script = slow_claim
+    worker.run(lambda payload: None)
+    started, _ = worker.producer.events()
+    assert started.status is Status.STARTED
+    assert started.at <= claim_began[0]
