@@ -41,6 +41,14 @@ pytestmark = [pytest.mark.own_stack, pytest.mark.stack, pytest.mark.slow]
 TIMEOUT = 900  # the whole test: starting the cluster, the faults, the drain, `ops down`
 TEARDOWN_RESERVE = 120  # kept for `ops down` of 12 processes
 MINIMUM = 3000
+# The load: a rate nearer what this 2-core cluster ends while loaded and faulted (at 150/s
+# it accepted ~95/s and ended ~50/s: ~5,500 tasks were still queued when the load stopped
+# and the drain took 36 s; at 60/s, ~1,600 and 15 s), and the accepted tasks to wait for
+# between two steps (was 200-300). Each fault still meets tasks in flight: submits go
+# on, unpaced by the steps, through every fault, and GAP more accepted tasks (~2 s at
+# RATE) show the platform taking work after each step before the next one.
+RATE = 60.0
+GAP = 100
 BROKERS, BRIDGES, RECORDERS, WORKERS = 3, 2, 2, 2
 PRODUCE_TIMEOUT = 3.0  # KAFKA_PRODUCE_TIMEOUT_SECONDS (the default)
 # The API answers a 503 once the produce timeout has passed; the rest of a batch's
@@ -165,7 +173,7 @@ def _lose_broker(cluster: Cluster, load: Load, component: str, why: str) -> Brok
     )
     outage.fenced = time.monotonic()
     # ...and the platform goes on with two copies of everything.
-    load.wait_for_more(200, timeout=cluster.budget.left(90))
+    load.wait_for_more(GAP, timeout=cluster.budget.left(90))
     outage.restarting = time.monotonic()
     cluster.up()
     outage.restarted = time.monotonic()
@@ -188,7 +196,7 @@ def _run(cluster: Cluster, engine: Engine) -> None:
         assert f"worker{n}@" in (cluster.run_dir / "logs" / f"worker-{n}.log").read_text()
 
     key = create_key(engine, team=None, admin=True)[1]
-    load = Load(f"http://127.0.0.1:{settings.api_port}", key, threads=2, rate=150.0)
+    load = Load(f"http://127.0.0.1:{settings.api_port}", key, threads=2, rate=RATE)
     in_flight: list[int] = []
     sampling = threading.Event()
 
@@ -205,31 +213,31 @@ def _run(cluster: Cluster, engine: Engine) -> None:
     outages: list[BrokerOutage] = []
     kills: dict[str, float] = {}
     try:
-        load.wait_for_more(300, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         leaders = Counter(p[2] for p in cluster.partitions())
         busiest = leaders.most_common(1)[0][0]
         outages.append(_lose_broker(cluster, load, f"kafka-{busiest}", "led the most partitions"))
 
-        load.wait_for_more(300, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         controller = kafka_node.active_controller(settings, timeout=cluster.budget.left(60))
         outages.append(_lose_broker(cluster, load, f"kafka-{controller}", "active controller"))
 
-        load.wait_for_more(200, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         kills["recorder-1"] = cluster.kill9("recorder-1").at
-        load.wait_for_more(200, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         cluster.up()
 
-        load.wait_for_more(200, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         master = cluster.pid("api")
         worker = next(p for p in Supervisor.group_members(master) if p != master)
         os.kill(worker, signal.SIGKILL)
         kills["api worker process"] = time.monotonic()
-        load.wait_for_more(200, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         cluster.up()
 
-        load.wait_for_more(200, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         kills["bridge-1"] = cluster.kill9("bridge-1").at
-        load.wait_for_more(200, timeout=cluster.budget.left(90))
+        load.wait_for_more(GAP, timeout=cluster.budget.left(90))
         cluster.up()
 
         short = MINIMUM - len(load.accepted)
