@@ -37,6 +37,11 @@ pytestmark = [pytest.mark.own_stack, pytest.mark.stack, pytest.mark.slow]
 
 COMPONENTS = ["kafka", "postgres", "redis", "api", "recorder", "bridge", "worker-1", "worker-2"]
 MINIMUM = 2000
+# Accepted tasks to wait for between two faults (was 200-300, ~2-3 s of load): the load
+# goes on, unpaced by the steps, through every fault and every `up`, so each fault still
+# meets tasks in flight; GAP more show the platform taking work again before the next.
+# The 100 accepted while a killed component is away stay as they were.
+GAP = 120
 TIMEOUT = 900  # the whole test: the stack's start, the faults, the drain and `ops down`
 TEARDOWN_RESERVE = 90
 PRODUCE_TIMEOUT = 2.0  # KAFKA_PRODUCE_TIMEOUT_SECONDS of this stack
@@ -101,13 +106,13 @@ def _run(world: World, engine: Engine) -> None:
         faults[fault] = (killed, world.pid(component))
 
     try:
-        more(300)
+        more(GAP)
         kill_and_bring_back("bridge", "kill -9 bridge")
 
-        more(300)
+        more(GAP)
         kill_and_bring_back("worker-1", "kill -9 worker-1 (main process and pool)")
 
-        more(200)
+        more(GAP)
         pool = world.pool("worker-2")
         child = min(pool)
         os.kill(child, signal.SIGKILL)
@@ -121,16 +126,16 @@ def _run(world: World, engine: Engine) -> None:
         )
         faults["kill -9 one pool process of worker-2"] = (pool, renewed)
 
-        more(200)
+        more(GAP)
         kill_and_bring_back("recorder", "kill -9 recorder")
 
-        more(200)
+        more(GAP)
         api_killed_at = time.monotonic()
         killed = world.kill9("api").pid
         api_away = (api_killed_at, world.up())
         faults["kill -9 api (gunicorn and its workers)"] = (killed, world.pid("api"))
 
-        more(300)
+        more(GAP)
         kafka_killed_at = time.monotonic()
         killed = world.kill9("kafka").pid
         wait_for(
@@ -141,7 +146,7 @@ def _run(world: World, engine: Engine) -> None:
         kafka_away = (kafka_killed_at, world.up())
         faults["kill -9 kafka"] = (killed, world.pid("kafka"))
 
-        more(300)
+        more(GAP)
         client = redis.Redis.from_url(world.settings.redis_url)
         marker = f"faults:marker:{uuid.uuid4().hex}"
         client.set(marker, "written before the shutdown")
@@ -162,12 +167,12 @@ def _run(world: World, engine: Engine) -> None:
                 client.exists(marker),
             )
 
-        more(300)
+        more(GAP)
         started_at = _postmaster_start(engine)
         restarted = ops(world.env, "restart", "postgres", timeout=budget.left(120))
         assert restarted.returncode == 0, restarted.stderr
         faults["postgres restarted"] = (started_at, _postmaster_start(engine))
-        more(200)
+        more(GAP)
     finally:
         load.stop()
     world.up()  # anything still down comes back
@@ -187,9 +192,11 @@ def _run(world: World, engine: Engine) -> None:
             ).scalar_one()
         return finished == len(ids)
 
+    drain_started = time.monotonic()
     wait_for(
         all_terminal, timeout=budget.left(400), interval=1, what=f"all {len(ids)} tasks to end"
     )
+    drain = time.monotonic() - drain_started
     with engine.connect() as conn:
         statuses, terminal_per_task, starts = outcome(conn, ids, TERMINAL)
         terminal_events = sum(terminal_per_task.values())
@@ -227,7 +234,8 @@ def _run(world: World, engine: Engine) -> None:
     }
     print(
         f"\nfaults: {len(faults)} ({'; '.join(faults)})\n"
-        f"accepted: {len(ids)}; statuses: {statuses}; terminal events: {terminal_events}; "
+        f"accepted: {len(ids)} (all ended {drain:.0f}s after the load stopped); "
+        f"statuses: {statuses}; terminal events: {terminal_events}; "
         f"STARTED events: {sum(starts.values())} (expected {sum(load.accepted.values())}; "
         f"started again: {extra_starts})\n"
         f"answers: {load.summary()}; slowest answer {slowest:.2f}s, slowest 503 "
