@@ -14,12 +14,10 @@ must then name the same task, never a second one. Tasks that got a 202 are `acce
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -34,7 +32,6 @@ import httpx
 from sqlalchemy import Connection, text
 
 from core.settings import Settings
-from ops import services
 from ops.supervisor import Supervisor
 from testing.secret_scan import secrets_in_logs
 from tests.helpers import wait_for
@@ -131,48 +128,13 @@ def isolated_stack(
         stack.up()
         yield stack
     finally:
-        _down(stack, timeout=teardown_reserve - 10)
+        ops(env, "down", timeout=teardown_reserve - 10)
         leaked = secrets_in_logs(run_dir)
         if keep_logs:
             _keep_logs(run_dir, run_dir.parent / f"{name}-logs")
         shutil.rmtree(run_dir, ignore_errors=True)
     # Not in `finally`: a failed test's own error is the one to report.
     assert leaked == [], "secrets in the isolated stack's logs:\n" + "\n".join(leaked)
-
-
-def _down(stack: IsolatedStack, timeout: float) -> None:
-    """`python -m ops down`, within `timeout` seconds. The nodes of a Kafka cluster are
-    stopped first, all at once (after the platform, which uses them): `ops down` stops
-    them one after another, and the last one, its controller quorum gone with the others,
-    waits out its whole stop timeout (30 s) in a controlled shutdown that cannot finish."""
-    deadline = time.monotonic() + timeout
-    brokers = stack.settings.kafka_brokers
-    try:
-        if brokers > 1:
-            platform = sorted(
-                {
-                    services.group_of(c)
-                    for c in stack.components
-                    if not services.is_infrastructure(c)
-                }
-            )
-            if platform:
-                ops(stack.env, "stop", *platform, timeout=deadline - time.monotonic())
-
-            def stop(node: str) -> None:
-                with contextlib.suppress(subprocess.TimeoutExpired):  # `ops down` follows
-                    ops(stack.env, "stop", node, timeout=max(1.0, deadline - time.monotonic()))
-
-            stoppers = [
-                threading.Thread(target=stop, args=(f"kafka-{node}",), daemon=True)
-                for node in range(1, brokers + 1)
-            ]
-            for thread in stoppers:
-                thread.start()
-            for thread in stoppers:
-                thread.join(max(1.0, deadline - time.monotonic()))
-    finally:
-        ops(stack.env, "down", timeout=max(10.0, deadline - time.monotonic()))
 
 
 def _keep_logs(run_dir: Path, keep: Path) -> None:

@@ -3,6 +3,7 @@ replication, and the names of the components `make up` starts (no process is sta
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,42 @@ def test_an_external_cluster_may_have_more_copies_than_local_nodes(
     settings = _settings(tmp_path)
     assert settings.kafka_bootstrap == "h1:9092,h2:9092,h3:9092"
     assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+
+
+class _StopsTogether:
+    """A supervisor whose `stop` of a member returns only once every member of its kind
+    is being stopped (a barrier with a deadline), recording the order kinds end in."""
+
+    def __init__(self, real: object, specs: list[object]) -> None:
+        self.real = real
+        kinds: dict[str, int] = {}
+        for spec in specs:
+            kind = services.group_of(spec.name)  # type: ignore[attr-defined]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        self.barriers = {kind: threading.Barrier(n, timeout=10) for kind, n in kinds.items()}
+        self.order: list[str] = []
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)  # what the specs read (the run folder)
+
+    def stop(self, name: str, stop_signal: object, timeout: float) -> int:
+        kind = services.group_of(name)
+        self.barriers[kind].wait()  # raises BrokenBarrierError if stopped one by one
+        with self.lock:
+            if kind not in self.order:
+                self.order.append(kind)
+        return 1
+
+
+def test_down_stops_the_members_of_each_kind_together_platform_first(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, kafka_brokers=3, bridges=2, recorders=2, workers=2)
+    stack = Stack(settings)
+    specs = stack.specs()
+    fake = _StopsTogether(stack.supervisor, specs)
+    stack.supervisor = fake  # type: ignore[assignment]
+    stopped = stack.down(echo=False)
+    assert sorted(stopped) == sorted(spec.name for spec in specs)
+    assert fake.order == [
+        "flower", "worker", "bridge", "recorder", "api", "redis", "postgres", "kafka",
+    ]  # fmt: skip
