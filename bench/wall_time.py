@@ -29,7 +29,7 @@ SECONDS = 8
 
 # (phase, words that mark it in a request thread's stack), first match wins.
 REQUEST_PHASES = [
-    ("waiting for Kafka's ack and the cache write", ("KafkaSubmitter.send", "wait")),
+    ("waiting for Kafka's ack and the cache write", ("KafkaSubmitter.send", "Event.wait")),
     ("produce", ("KafkaSubmitter.send",)),
     ("authentication", ("authenticate",)),
     ("rate limit", ("RateLimiter",)),
