@@ -3,7 +3,7 @@ connection found dead."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, text
@@ -63,31 +63,41 @@ def killer(stack: Settings) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture()
+def one_connection(stack: Settings) -> Iterator[Callable[[float], Engine]]:
+    """Engines of one pooled connection that ping it after it rested the given seconds."""
+    made: list[Engine] = []
+
+    def make(ping_after_idle: float) -> Engine:
+        made.append(
+            make_engine(stack, pool_size=1, max_overflow=0, ping_after_idle=ping_after_idle)
+        )
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
 @pytest.mark.stack
 def test_a_rested_connection_is_pinged_and_replaced_when_dead(
-    stack: Settings, killer: Engine
+    one_connection: Callable[[float], Engine], killer: Engine
 ) -> None:
-    engine = make_engine(stack, pool_size=1, max_overflow=0, ping_after_idle=0.0)
-    try:
-        first = _backend(engine)
-        _end(killer, first)
-        assert _backend(engine) != first  # no error: the ping found it gone
-    finally:
-        engine.dispose()
+    engine = one_connection(0.0)
+    first = _backend(engine)
+    _end(killer, first)
+    assert _backend(engine) != first  # no error: the ping found it gone
 
 
 @pytest.mark.stack
 def test_a_connection_in_use_is_not_pinged_and_the_read_is_tried_again(
-    stack: Settings, killer: Engine
+    one_connection: Callable[[float], Engine], killer: Engine
 ) -> None:
-    engine = make_engine(stack, pool_size=1, max_overflow=0, ping_after_idle=3600.0)
-    try:
-        first = _backend(engine)
-        _end(killer, first)
-        with pytest.raises(DBAPIError) as raised:
-            _backend(engine)  # not pinged: the query itself finds the connection dead
-        assert raised.value.connection_invalidated
-        _end(killer, _backend(engine))
-        assert once_more_if_disconnected(lambda: _backend(engine)) != first
-    finally:
-        engine.dispose()
+    engine = one_connection(3600.0)
+    first = _backend(engine)
+    _end(killer, first)
+    with pytest.raises(DBAPIError) as raised:
+        _backend(engine)  # not pinged: the query itself finds the connection dead
+    assert raised.value.connection_invalidated
+    _end(killer, _backend(engine))
+    assert once_more_if_disconnected(lambda: _backend(engine)) != first
