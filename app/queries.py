@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 
 from app.models import RecordedEvent, Task, TaskPage, TaskSummary, task_links
-from core.db import once_more_if_disconnected
+from core.db import fetch_one, once_more_if_disconnected
 from core.schema import task_events, task_payloads, tasks
 from core.status import Status, progress
 
@@ -141,13 +141,7 @@ def get_task(engine: Engine, task_id: uuid.UUID) -> Task | None:
     query, on a connection in autocommit (no BEGIN, no ROLLBACK): a read that answers
     after one round trip to Postgres instead of five."""
     sql, params = _task_query(engine.dialect)
-    params = {**params, "task_id": task_id}
-
-    def read() -> Any:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return conn.exec_driver_sql(sql, params).first()
-
-    row = once_more_if_disconnected(read)
+    row = fetch_one(engine, sql, {**params, "task_id": task_id})
     if row is None:
         return None
     timeline = [

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.pool import QueuePool
 
 from core.settings import Settings
 
@@ -72,3 +74,37 @@ def once_more_if_disconnected(read: Callable[[], T]) -> T:
         if not exc.connection_invalidated:
             raise
     return read()
+
+
+def fetch_one(engine: Engine, sql: str, params: Mapping[str, Any]) -> Any:
+    """The first row of `sql` (psycopg's pyformat, as SQLAlchemy compiles for it) as a named
+    tuple, or None: through the driver alone on a pooled connection, in autocommit (no
+    BEGIN, no ROLLBACK), without SQLAlchemy's connection and result objects around it. A
+    connection found dead is dropped and the read goes on with the next (one per pooled
+    connection at most, then a new one); a failure is raised as SQLAlchemy's own."""
+    dbapi = engine.dialect.loaded_dbapi
+    pooled = engine.pool.size() if isinstance(engine.pool, QueuePool) else 0
+    for tries_left in range(pooled + 1, -1, -1):
+        fairy = engine.raw_connection()
+        try:
+            connection = fairy.driver_connection
+            assert connection is not None
+            connection.autocommit = True  # while idle: a flag, no round trip
+            try:
+                with connection.cursor(row_factory=namedtuple_row) as cursor:
+                    return cursor.execute(sql, params).fetchone()
+            finally:
+                if not connection.closed:
+                    connection.autocommit = False
+        except dbapi.Error as exc:
+            dead = engine.dialect.is_disconnect(exc, fairy.dbapi_connection, None)
+            if dead:
+                fairy.invalidate(exc)
+            if dead and tries_left:
+                continue
+            raise DBAPIError.instance(
+                sql, dict(params), exc, dbapi.Error, connection_invalidated=dead
+            ) from exc
+        finally:
+            fairy.close()
+    raise AssertionError("unreachable")

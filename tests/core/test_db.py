@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from core.db import make_engine, once_more_if_disconnected
+from core.db import fetch_one, make_engine, once_more_if_disconnected
 from core.settings import Settings
 
 
@@ -101,3 +101,33 @@ def test_a_connection_in_use_is_not_pinged_and_the_read_is_tried_again(
     assert raised.value.connection_invalidated
     _end(killer, _backend(engine))
     assert once_more_if_disconnected(lambda: _backend(engine)) != first
+
+
+@pytest.mark.stack
+def test_fetch_one_goes_past_every_dead_pooled_connection_to_a_new_one(
+    stack: Settings, killer: Engine
+) -> None:
+    engine = make_engine(stack, pool_size=3, max_overflow=0, ping_after_idle=3600.0)
+    try:
+        held = [engine.connect() for _ in range(3)]  # three connections in the pool
+        pids = {int(c.execute(text("SELECT pg_backend_pid()")).scalar_one()) for c in held}
+        for conn in held:
+            conn.close()
+        for pid in pids:
+            _end(killer, pid)
+        row = fetch_one(engine, "SELECT pg_backend_pid() AS pid, %(n)s::int AS n", {"n": 7})
+        assert row.n == 7 and row.pid not in pids
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.stack
+def test_fetch_one_raises_sqlalchemys_errors_and_answers_none_for_no_row(
+    one_connection: Callable[[float], Engine],
+) -> None:
+    engine = one_connection(3600.0)
+    assert fetch_one(engine, "SELECT 1 WHERE false", {}) is None
+    with pytest.raises(DBAPIError) as raised:
+        fetch_one(engine, "SELECT 1 / %(zero)s::int", {"zero": 0})
+    assert not raised.value.connection_invalidated
+    assert fetch_one(engine, "SELECT 2 AS two", {}).two == 2  # the connection is usable again
