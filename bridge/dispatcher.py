@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import orjson
 import redis
 from celery import Celery
 from kombu.exceptions import EncodeError
 
+from bridge.celery_wire import encode_task
 from core import redis_keys
 from core.celery_app import task_name
 from core.leases import QUEUED_SECONDS, Leases, queued_holder
@@ -31,6 +32,26 @@ log = logging.getLogger(__name__)
 WORKER_STALE_SECONDS = 15.0
 UNACKED_KEY = "unacked"  # kombu's Redis transport default
 FINISHED = "finished"
+# One message: is any of its tasks ended (its kept outcome) or this delivery of it sent
+# before (its mark)? If none is, push the message. Answers, per task, "" (new), "finished"
+# or the queue it was sent to. KEYS: the queue, then per task its outcome key and its
+# delivery's mark; ARGV[1]: the message, or "" to check only.
+CHECK_AND_PUSH = """
+local states = {}
+local fresh = true
+for i = 2, #KEYS, 2 do
+  local state = ''
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    state = 'finished'
+  else
+    state = redis.call('GET', KEYS[i + 1]) or ''
+  end
+  if state ~= '' then fresh = false end
+  states[#states + 1] = state
+end
+if fresh and ARGV[1] ~= '' then redis.call('LPUSH', KEYS[1], ARGV[1]) end
+return states
+"""
 ARGSREPR_MAX = 1024  # Celery's own limit for the argument text in a message's headers
 
 
@@ -108,9 +129,22 @@ class RedisBrokerProbe:
         return slots
 
 
+@dataclass
+class Sent:
+    """What `Dispatcher.send` found and did. `before`, per task: None when it was new (it
+    is on its queue now, unless refused), FINISHED when it had ended, otherwise the queue
+    an earlier run of the bridge sent this delivery to (a redelivered Kafka message, not
+    sent again). `refused`: new tasks whose message cannot be encoded, with the reason.
+    `pushed`: how many messages went onto the queues."""
+
+    before: dict[str, str | None] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    pushed: int = 0
+
+
 class Dispatcher(Protocol):
-    """What the bridge needs of a broker: room, claims, publishing, and the tasks'
-    kept outcomes (core.outcomes)."""
+    """What the bridge needs of a broker: room, sending, claims, and the tasks' kept
+    outcomes (core.outcomes)."""
 
     def capacity(self) -> Capacity: ...
 
@@ -118,11 +152,9 @@ class Dispatcher(Protocol):
 
     def end(self, outcomes: dict[str, bytes], seconds: int) -> dict[str, bytes]: ...
 
-    def seen(self, batch: list[Dispatch]) -> list[str | None]: ...
+    def send(self, messages: list[list[Dispatch]]) -> Sent: ...
 
     def mark(self, batch: list[Dispatch]) -> None: ...
-
-    def publish(self, messages: list[list[Dispatch]]) -> dict[str, str]: ...
 
 
 class CeleryDispatcher:
@@ -134,6 +166,7 @@ class CeleryDispatcher:
         self.probe = probe if probe is not None else RedisBrokerProbe(client)
         self.leases = Leases(client)
         self.outcomes = Outcomes(client)
+        self._check_and_push = client.register_script(CHECK_AND_PUSH)
 
     def capacity(self) -> Capacity:
         return self.probe.capacity()
@@ -144,25 +177,75 @@ class CeleryDispatcher:
     def end(self, outcomes: dict[str, bytes], seconds: int) -> dict[str, bytes]:
         return self.outcomes.end(outcomes, seconds)
 
-    def seen(self, batch: list[Dispatch]) -> list[str | None]:
-        """What is known of each delivery: None when it is new and must be published;
-        FINISHED when the task already ended; otherwise the queue an earlier run of the
-        bridge sent it to (a redelivered Kafka message, not to be sent again)."""
-        if not batch:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for item in batch:
-            pipe.exists(redis_keys.outcome(item.task_id))
-            request = item.envelope.request
-            pipe.get(redis_keys.dispatched(item.task_id, request.dispatch, request.retries))
-        replies = pipe.execute()
-        result: list[str | None] = []
-        for finished, previous in zip(replies[0::2], replies[1::2], strict=True):
-            if finished:
-                result.append(FINISHED)
-            else:
-                result.append(previous.decode() if previous is not None else None)
-        return result
+    def send(self, messages: list[list[Dispatch]]) -> Sent:
+        """Put each message (one task, or several of one routine and queue) on its queue,
+        unless one of its tasks has ended or this delivery of it was sent before: the check
+        and the push are one script per message, all of a step's in one pipelined round
+        trip (with send_task the check was a round trip of its own, before kombu's). A
+        message with some such tasks goes again with only the others. Raises when the
+        broker fails."""
+        sent = Sent()
+        while messages:
+            bodies = [self._encode(message, sent.refused) for message in messages]
+            again: list[list[Dispatch]] = []
+            for message, body, states in zip(
+                messages, bodies, self._check_and_push_all(messages, bodies), strict=True
+            ):
+                before = [state.decode() or None for state in states]
+                sent.before.update(zip((item.task_id for item in message), before, strict=True))
+                fresh = [item for item, old in zip(message, before, strict=True) if old is None]
+                if not body:  # not sent: refused only if new
+                    for item, old in zip(message, before, strict=True):
+                        if old is not None:
+                            sent.refused.pop(item.task_id, None)
+                elif len(fresh) == len(message):
+                    sent.pushed += 1
+                elif fresh:
+                    again.append(fresh)
+            messages = again
+        return sent
+
+    def _check_and_push_all(self, messages: list[list[Dispatch]], bodies: list[bytes]) -> list[Any]:
+        """CHECK_AND_PUSH for each message, in one round trip. By its hash: redis-py's
+        script objects ask Redis whether it knows the script in a round trip of their own
+        on every pipeline; it is loaded when Redis says it does not know it (a restart)."""
+        script = self._check_and_push
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for message, body in zip(messages, bodies, strict=True):
+                keys = _script_keys(message)
+                pipe.evalsha(script.sha, len(keys), *keys, body)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                script.sha = self.redis.script_load(script.script)  # nothing ran: again
+        raise AssertionError("unreachable")
+
+    def _encode(self, message: list[Dispatch], refused: dict[str, str]) -> bytes:
+        """The message as the workers' transport reads it; b"" when it cannot be encoded
+        (its tasks then in `refused`)."""
+        first = message[0]
+        args = [item.envelope.to_json() for item in message]
+        try:
+            return encode_task(
+                self.celery,
+                task_name(first.envelope.request.routine),
+                args,
+                # One task: its own id (Flower shows it); several: marked as a batch.
+                task_id=first.task_id
+                if len(message) == 1
+                else f"{first.task_id}+{len(message) - 1}",
+                queue=first.queue.value,
+                # What Flower shows as the arguments; Celery's own saferepr of them costs
+                # more than the rest of the message.
+                argsrepr=orjson.dumps(args).decode()[:ARGSREPR_MAX],
+            )
+        except (EncodeError, TypeError, ValueError, RecursionError) as exc:
+            for item in message:
+                refused[item.task_id] = f"cannot be put on the Celery queue: {exc}"
+            return b""
 
     def mark(self, batch: list[Dispatch]) -> None:
         """Record deliveries as published, with a queued lease each (unless a worker
@@ -184,32 +267,12 @@ class CeleryDispatcher:
             )
         pipe.execute()
 
-    def publish(self, messages: list[list[Dispatch]]) -> dict[str, str]:
-        """Send each message (one task, or several of one routine and queue) in one
-        pipelined round trip (kombu's publish batch). Returns the task ids of messages
-        that cannot be encoded, with the reason (they are not sent); raises when the
-        broker fails."""
-        refused: dict[str, str] = {}
-        with self.celery.producer_or_acquire() as producer, producer.batch(max_size=500):
-            for message in messages:
-                first = message[0]
-                args = [item.envelope.to_json() for item in message]
-                try:
-                    self.celery.send_task(
-                        task_name(first.envelope.request.routine),
-                        args=args,
-                        # What Flower shows as the arguments; Celery's own saferepr of
-                        # them costs more than the rest of the publish.
-                        argsrepr=orjson.dumps(args).decode()[:ARGSREPR_MAX],
-                        # One task: its own id (Flower shows it); several: marked as a batch.
-                        task_id=first.task_id
-                        if len(message) == 1
-                        else f"{first.task_id}+{len(message) - 1}",
-                        queue=first.queue.value,
-                        producer=producer,
-                    )
-                except (EncodeError, TypeError, ValueError, RecursionError) as exc:
-                    # Encoding happens before the message joins the batch: the rest go on.
-                    for item in message:
-                        refused[item.task_id] = f"cannot be put on the Celery queue: {exc}"
-        return refused
+
+def _script_keys(message: list[Dispatch]) -> list[str]:
+    """CHECK_AND_PUSH's keys for a message: its queue, then each task's outcome and mark."""
+    keys = [message[0].queue.value]
+    for item in message:
+        request = item.envelope.request
+        keys.append(redis_keys.outcome(item.task_id))
+        keys.append(redis_keys.dispatched(item.task_id, request.dispatch, request.retries))
+    return keys

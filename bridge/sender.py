@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 import orjson
 import redis
-from celery.exceptions import CeleryError
-from kombu.exceptions import KombuError
 
 from bridge.announce import Announcer, Pending, PendingTask, Settling
 from bridge.dispatcher import FINISHED, Capacity, Dispatch, Dispatcher
@@ -129,35 +127,32 @@ class Sender:
         if not messages:
             return
         picked = [waiting for message in messages for waiting in message]
-        batch = [_to_dispatch(w.item) for w in picked]
+        dispatches = [[_to_dispatch(w.item) for w in message] for message in messages]
+        batch = [item for message in dispatches for item in message]
         # Stamped before publishing: a worker may finish a task before this loop emits
         # its QUEUED event, and the timeline must still read QUEUED before STARTED.
         queued_at = utcnow()
         try:
-            previous = self.dispatcher.seen(batch)
-            claimed = iter(zip(batch, previous, strict=True))
-            outgoing = []
-            for message in messages:
-                parts = [next(claimed) for _ in message]
-                fresh = [item for item, old in parts if old is None]
-                if fresh:
-                    outgoing.append(fresh)
-            refused = self.dispatcher.publish(outgoing)
-        except (redis.RedisError, KombuError, CeleryError, OSError) as exc:
+            sent = self.dispatcher.send(dispatches)
+        except (redis.RedisError, OSError) as exc:
             self.warn(f"cannot publish to the Celery broker, will retry: {exc}")
             for waiting in picked:
                 self.scheduler.add(waiting, now)
             self.capacity = None
             return
+        previous = [sent.before[item.task_id] for item in batch]
+        refused = sent.refused
+        outgoing = [
+            item for item, old in zip(batch, previous, strict=True)
+            if old is None and item.task_id not in refused
+        ]  # fmt: skip
         try:
-            self.dispatcher.mark(
-                [item for message in outgoing for item in message if item.task_id not in refused]
-            )
+            self.dispatcher.mark(outgoing)
         except redis.RedisError as exc:
             # Published but not marked: a redelivery would publish again, which the
             # workers' outcome and lease checks make harmless.
             self.warn(f"could not mark dispatched tasks: {exc}")
-        self._pushed_since_read += len(outgoing)
+        self._pushed_since_read += sent.pushed
         ended = [item.task_id for item, old in zip(batch, previous, strict=True) if old == FINISHED]
         self._reannounce(ended)
         for waiting, item, old in zip(picked, batch, previous, strict=True):

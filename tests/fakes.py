@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from bridge.dispatcher import FINISHED, Capacity, Dispatch
+from bridge.dispatcher import FINISHED, Capacity, Dispatch, Sent
 from core.messages import StatusEvent, TaskRequest, decode_event, decode_request
 from core.priority import Priority
 from core.settings import Settings
@@ -389,10 +389,10 @@ def _claim(item: Dispatch) -> tuple[str, int, int]:
 class FakeDispatcher:
     """Stands in for bridge.dispatcher.CeleryDispatcher. The workers' room is what the
     test sets (`slots`, `queued`, `reserved`); a published message counts as queued, as
-    on the real broker, until the test empties the queue. `seen` answers from what was
-    marked (a delivery already sent) and `finished` (tasks that ended); `refuse` makes
-    `publish` refuse a task as unencodable; `failure`, while set, is raised by
-    `capacity` and `publish` (the broker is away)."""
+    on the real broker, until the test empties the queue. `send` skips what was marked
+    (a delivery already sent) and `finished` (tasks that ended); `refuse` makes it
+    refuse a task as unencodable; `failure`, while set, is raised by `capacity` and
+    `send` (the broker is away)."""
 
     def __init__(self, slots: int = 0, *, reserved: int = 0) -> None:
         self.slots = slots
@@ -411,14 +411,6 @@ class FakeDispatcher:
             raise self.failure
         return Capacity(slots=self.slots, queued=dict(self.queued), reserved=self.reserved)
 
-    def seen(self, batch: list[Dispatch]) -> list[str | None]:
-        return [
-            FINISHED
-            if item.task_id in self.finished or item.task_id in self.outcomes
-            else self.delivered.get(_claim(item))
-            for item in batch
-        ]
-
     def kept(self, task_ids: list[str]) -> dict[str, bytes]:
         return {t: self.outcomes[t] for t in task_ids if t in self.outcomes}
 
@@ -428,20 +420,27 @@ class FakeDispatcher:
             self.outcomes.setdefault(task_id, outcome)
         return before
 
-    def publish(self, messages: list[list[Dispatch]]) -> dict[str, str]:
+    def _before(self, item: Dispatch) -> str | None:
+        if item.task_id in self.finished or item.task_id in self.outcomes:
+            return FINISHED
+        return self.delivered.get(_claim(item))
+
+    def send(self, messages: list[list[Dispatch]]) -> Sent:
         if self.failure is not None:
             raise self.failure
-        refused: dict[str, str] = {}
+        sent = Sent()
         for message in messages:
-            reason = next(
-                (self.refuse[i.task_id] for i in message if i.task_id in self.refuse), None
-            )
+            before = {item.task_id: self._before(item) for item in message}
+            sent.before.update(before)
+            fresh = [item for item in message if before[item.task_id] is None]
+            reason = next((self.refuse[i.task_id] for i in fresh if i.task_id in self.refuse), None)
             if reason is not None:
-                refused.update({item.task_id: reason for item in message})
-                continue
-            self.published.append(message)
-            self.queued[message[0].queue] += 1
-        return refused
+                sent.refused.update({item.task_id: reason for item in fresh})
+            elif fresh:
+                self.published.append(fresh)
+                self.queued[fresh[0].queue] += 1
+                sent.pushed += 1
+        return sent
 
     def mark(self, batch: list[Dispatch]) -> None:
         self.marked.extend(batch)

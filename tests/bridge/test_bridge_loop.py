@@ -147,7 +147,7 @@ def test_a_task_that_ends_the_wait_is_sent_on_the_room_read_before_it() -> None:
     it goes out with no round trip to the broker between its arrival and its publish."""
     rig = make_rig(slots=1)
     calls: list[str] = []
-    read_room, publish, poll = rig.dispatcher.capacity, rig.dispatcher.publish, rig.consumer.poll
+    read_room, send, poll = rig.dispatcher.capacity, rig.dispatcher.send, rig.consumer.poll
     task = request()
 
     def capacity() -> Any:
@@ -161,10 +161,10 @@ def test_a_task_that_ends_the_wait_is_sent_on_the_room_read_before_it() -> None:
 
     def published(messages: Any) -> Any:
         calls.append("publish")
-        return publish(messages)
+        return send(messages)
 
     rig.dispatcher.capacity = capacity  # type: ignore[method-assign]
-    rig.dispatcher.publish = published  # type: ignore[method-assign]
+    rig.dispatcher.send = published  # type: ignore[method-assign]
     rig.consumer.poll = arrives  # type: ignore[method-assign]
     rig.bridge.step()
     assert rig.dispatcher.published_ids == [task.task_id]
