@@ -62,12 +62,16 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
     }
     instance = Instance(settings, "bench", **bench_env(settings))
 
-    def section(name: str, measure: Callable[[], Any]) -> None:
+    def section(name: str, measure: Callable[[], Any], *names: str) -> None:
+        """Measure into results[name], or, given `names`, each of the figures `measure`
+        returns into its name."""
         console.print(f"[bold]·[/bold] {name}…")
         try:
-            results[name] = measure()
+            measured = measure()
+            results.update(zip(names, measured, strict=True) if names else {name: measured})
         except Exception as exc:  # one failed section must not hide the others
-            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            for each in names or (name,):
+                results[each] = {"error": f"{type(exc).__name__}: {exc}"}
             console.print(f"  [red]failed:[/red] {exc}")
             traceback.print_exc()
 
@@ -75,16 +79,24 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
         assert instance.settings is not None
         url, key = instance.api_url, instance.admin_key
         section("bare_flask_submit", lambda: http_bench.bare_flask(instance.env))
-        section("celery_peer_submit", lambda: _celery_peer(instance, settings))
         api_group = instance.pid("api")
-        section("single_submit", lambda: http_bench.single_submit(url, key, api_group))
+        section(
+            "single submit against its peer",
+            lambda: _submit_against_peer(instance, api_group, settings),
+            "single_submit",
+            "celery_peer_submit",
+        )
         section("batch_submit", lambda: http_bench.batch_submit(url, key))
         # What the API accepted above is recorded and run before the next figures.
         instance.up(["recorder", "bridge", "worker-1"])
         section("drain_backlog", lambda: pipeline.drain(instance))
         task_id = _a_recorded_task(instance)
-        section("single_read", lambda: http_bench.single_read(url, key, task_id, api_group))
-        section("bare_read", lambda: _bare_read(instance, task_id))
+        section(
+            "read against its peer",
+            lambda: _read_against_peer(instance, api_group, task_id),
+            "single_read",
+            "bare_read",
+        )
         counts = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
         for count in counts:
             section(f"end_to_end_{count}", _end_to_end(instance, count, settings))
@@ -116,11 +128,14 @@ def run(settings: Settings, *, quick: bool, console: Console) -> dict[str, Any]:
     return results
 
 
-def _celery_peer(instance: Instance, settings: Settings) -> dict[str, Any]:
+def _submit_against_peer(instance: Instance, api_group: int, settings: Settings) -> Any:
     try:
-        return http_bench.celery_submit(instance.env, pipeline.plain_broker_url(settings))
+        return http_bench.submit_against_peer(
+            instance.api_url, instance.admin_key, api_group, instance.env,
+            pipeline.plain_broker_url(settings),
+        )  # fmt: skip
     finally:
-        pipeline.flush_plain_broker(settings)  # what it sent: no worker runs it
+        pipeline.flush_plain_broker(settings)  # what the peer sent: no worker runs it
 
 
 def _a_recorded_task(instance: Instance) -> str:
@@ -132,9 +147,12 @@ def _a_recorded_task(instance: Instance) -> str:
     return str(found)
 
 
-def _bare_read(instance: Instance, task_id: str) -> dict[str, Any]:
+def _read_against_peer(instance: Instance, api_group: int, task_id: str) -> Any:
     assert instance.settings is not None
-    return http_bench.bare_read(instance.env, instance.settings.sync_database_url, task_id)
+    return http_bench.read_against_peer(
+        instance.api_url, instance.admin_key, api_group, instance.env,
+        instance.settings.sync_database_url, task_id,
+    )  # fmt: skip
 
 
 def _end_to_end(instance: Instance, count: int, settings: Settings) -> Callable[[], Any]:
@@ -297,8 +315,9 @@ def _peer_rows(get: Callable[..., Any]) -> list[tuple[str, str, str, str, str]]:
         rate, peer_rate = get(ours, "requests_per_s") or 0, get(peer, "requests_per_s") or 0
         cpu, peer_cpu = (get(s, "server_cpu_ms_per_request") or 0 for s in (ours, peer))
         p99, peer_p99 = (get(s, "latency_ms", "99") or 0 for s in (ours, peer))
+        rounds = len(get(ours, "rounds_requests_per_s") or []) or 1
         rows += [
-            (f"{figure} req/s", f"{rate:,.0f}", f"{peer_rate:,.0f} {name}",
+            (f"{figure} req/s (median of {rounds})", f"{rate:,.0f}", f"{peer_rate:,.0f} {name}",
              f"{_ratio(rate, peer_rate)}x", goal),
             ("  server CPU ms per request", f"{cpu}", f"{peer_cpu} {name}",
              f"{_ratio(cpu, peer_cpu)}x", "≤ 1.0x" if ours == "single_submit" else ""),

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ WARM_UP_SECONDS = 2
 SUBMIT_BODY = orjson.dumps({"team": "alpha", "routine": "noop"})
 CONNECTIONS = 32
 BATCH_CONNECTIONS = 8
+# Ours and a peer measured one after the other this many times: one 5 s run of either
+# varies by a third between runs minutes apart on two shared cores (docs/performance.md).
+PEER_ROUNDS = 3
 
 
 def wrk(
@@ -116,27 +119,55 @@ def bare_flask(env: dict[str, str]) -> dict[str, Any]:
         return _measured(group, f"{url}/api/v1/tasks", None)
 
 
-def celery_submit(env: dict[str, str], broker_url: str) -> dict[str, Any]:
-    """The peer of a single submit: Flask + Celery `send_task` onto Redis (bench.peers)."""
-    with _served("bench.peers:create_app()", {**env, **_peer_env(broker_url, "")}) as (
-        url,
-        group,
-    ):
-        return _measured(group, f"{url}/api/v1/tasks", None)
+def submit_against_peer(
+    api_url: str, key: str, server_group: int, env: dict[str, str], broker_url: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Durable single submits and the peer's (Flask + Celery `send_task` onto Redis,
+    bench.peers), measured in turn (`alternate`)."""
+    with _served("bench.peers:create_app()", {**env, **_peer_env(broker_url, "")}) as peer:
+        return alternate(
+            lambda: single_submit(api_url, key, server_group),
+            lambda: _measured(peer[1], f"{peer[0]}/api/v1/tasks", None),
+        )
 
 
-def bare_read(env: dict[str, str], database_url: str, task_id: str) -> dict[str, Any]:
-    """The peer of a read: one task and its events in one psycopg query (bench.peers)."""
-    with _served("bench.peers:create_app()", {**env, **_peer_env("", database_url)}) as (
-        url,
-        group,
-    ):
-        return _measured(group, f"{url}/api/v1/tasks/{task_id}", None, body=None)
+def read_against_peer(
+    api_url: str,
+    key: str,
+    server_group: int,
+    env: dict[str, str],
+    database_url: str,
+    task_id: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`GET /api/v1/tasks/<id>` of one recorded task and the peer's (one task and its
+    events in one psycopg query, bench.peers), measured in turn (`alternate`)."""
+    with _served("bench.peers:create_app()", {**env, **_peer_env("", database_url)}) as peer:
+        return alternate(
+            lambda: _measured(server_group, f"{api_url}/api/v1/tasks/{task_id}", key, body=None),
+            lambda: _measured(peer[1], f"{peer[0]}/api/v1/tasks/{task_id}", None, body=None),
+        )  # fmt: skip
 
 
-def single_read(api_url: str, key: str, task_id: str, server_group: int) -> dict[str, Any]:
-    """`GET /api/v1/tasks/<id>` of one recorded task, measured like the submits."""
-    return _measured(server_group, f"{api_url}/api/v1/tasks/{task_id}", key, body=None)
+def alternate(
+    ours: Callable[[], dict[str, Any]],
+    peer: Callable[[], dict[str, Any]],
+    rounds: int = PEER_ROUNDS,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ours, then the peer, `rounds` times. Each side's figure is its round of median
+    req/s (with that round's CPU and latency), and `rounds_requests_per_s` all of them."""
+    runs: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    for _ in range(rounds):
+        runs[0].append(ours())
+        runs[1].append(peer())
+    return _median_round(runs[0]), _median_round(runs[1])
+
+
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(runs, key=lambda run: run["requests_per_s"])
+    return {
+        **ordered[(len(ordered) - 1) // 2],
+        "rounds_requests_per_s": [run["requests_per_s"] for run in runs],
+    }
 
 
 def _peer_env(broker_url: str, database_url: str) -> dict[str, str]:
