@@ -20,7 +20,7 @@ from celery import Celery
 from kombu.exceptions import EncodeError
 
 from bridge.celery_wire import encode_task
-from core import redis_keys
+from core import redis_keys, redis_scripts
 from core.celery_app import task_name
 from core.leases import QUEUED_SECONDS, Leases, queued_holder
 from core.messages import CeleryEnvelope
@@ -206,22 +206,16 @@ class CeleryDispatcher:
         return sent
 
     def _check_and_push_all(self, messages: list[list[Dispatch]], bodies: list[bytes]) -> list[Any]:
-        """CHECK_AND_PUSH for each message, in one round trip. By its hash: redis-py's
-        script objects ask Redis whether it knows the script in a round trip of their own
-        on every pipeline; it is loaded when Redis says it does not know it (a restart)."""
-        script = self._check_and_push
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
+        """CHECK_AND_PUSH for each message, in one round trip. Redis unaware of the script
+        fails every call, so nothing was pushed before they run again (were its scripts
+        flushed between two calls, a message could go twice: the workers' claim makes a
+        second delivery harmless)."""
+
+        def fill(pipe: redis.client.Pipeline) -> None:
             for message, body in zip(messages, bodies, strict=True):
-                keys = _script_keys(message)
-                pipe.evalsha(script.sha, len(keys), *keys, body)
-            try:
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                script.sha = self.redis.script_load(script.script)  # nothing ran: again
-        raise AssertionError("unreachable")
+                redis_scripts.call(pipe, self._check_and_push, _script_keys(message), [body])
+
+        return redis_scripts.execute(self.redis, fill, [self._check_and_push])
 
     def _encode(self, message: list[Dispatch], refused: dict[str, str]) -> bytes:
         """The message as the workers' transport reads it; b"" when it cannot be encoded
@@ -254,18 +248,19 @@ class CeleryDispatcher:
         marked as sent that was not."""
         if not batch:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for item in batch:
-            request = item.envelope.request
-            pipe.set(
-                redis_keys.dispatched(item.task_id, request.dispatch, request.retries),
-                item.queue.value,
-                ex=redis_keys.KEY_TTL,
-            )
-            self.leases.acquire_in(
-                pipe, item.task_id, queued_holder(request.dispatch, request.retries), QUEUED_SECONDS
-            )
-        pipe.execute()
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for item in batch:
+                request = item.envelope.request
+                pipe.set(
+                    redis_keys.dispatched(item.task_id, request.dispatch, request.retries),
+                    item.queue.value,
+                    ex=redis_keys.KEY_TTL,
+                )
+                holder = queued_holder(request.dispatch, request.retries)
+                self.leases.acquire_in(pipe, item.task_id, holder, QUEUED_SECONDS)
+
+        redis_scripts.execute(self.redis, fill, self.leases.scripts)
 
 
 def _script_keys(message: list[Dispatch]) -> list[str]:

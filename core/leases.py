@@ -17,7 +17,7 @@ import socket
 
 import redis
 
-from core import redis_keys
+from core import redis_keys, redis_scripts
 
 RUNNING_SECONDS = 10  # a running task is noticed lost this long after its worker died
 RENEW_SECONDS = 3
@@ -78,18 +78,23 @@ class Leases:
         self.redis = client
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
+        # What a pipeline that calls `acquire_in` loads when Redis has forgotten it.
+        self.scripts = (self._acquire,)
 
     def acquire_in(
         self, pipe: redis.client.Pipeline, task_id: str, holder: str, seconds: int
     ) -> None:
-        """Queue an `acquire` on a pipeline (its reply is the holder that kept it, or None)."""
-        self._acquire(keys=[key(task_id)], args=[holder, seconds], client=pipe)
+        """Queue an `acquire` on a pipeline run by `core.redis_scripts.execute` (its reply
+        is the holder that kept the lease, or None)."""
+        redis_scripts.call(pipe, self._acquire, [key(task_id)], [holder, seconds])
 
     def renew(self, held: dict[str, str]) -> None:
         """Extend running leases (task id -> holder) for another RUNNING_SECONDS."""
         if not held:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id, holder in held.items():
-            self._renew(keys=[key(task_id)], args=[holder, RUNNING_SECONDS], client=pipe)
-        pipe.execute()
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for task_id, holder in held.items():
+                redis_scripts.call(pipe, self._renew, [key(task_id)], [holder, RUNNING_SECONDS])
+
+        redis_scripts.execute(self.redis, fill, [self._renew])

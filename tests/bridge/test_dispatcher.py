@@ -7,12 +7,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
 
 import orjson
 import pytest
 import redis
-from redis.connection import AbstractConnection
 
 from bridge.dispatcher import FINISHED, CeleryDispatcher, Dispatch
 from core import redis_keys
@@ -20,6 +18,7 @@ from core.celery_app import make_celery
 from core.messages import CeleryEnvelope, TaskRequest, utcnow
 from core.priority import Priority
 from core.settings import Settings
+from tests.round_trips import redis_round_trips
 
 pytestmark = pytest.mark.stack
 
@@ -61,21 +60,13 @@ def _step(round_: int) -> list[list[Dispatch]]:
 
 
 def test_a_steps_messages_reach_redis_in_one_round_trip(
-    dispatcher: tuple[CeleryDispatcher, redis.Redis], monkeypatch: pytest.MonkeyPatch
+    dispatcher: tuple[CeleryDispatcher, redis.Redis],
 ) -> None:
     bridge, client = dispatcher
     bridge.send(_step(0))  # the first send also connects (and loads the script)
-    sends: list[Any] = []
-    original = AbstractConnection.send_packed_command
-
-    def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
-        sends.append(args)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
-    bridge.send(_step(1))
-    assert len(sends) == 1, f"{len(sends)} round trips for one step's three messages"
-    monkeypatch.undo()
+    with redis_round_trips() as sent:
+        bridge.send(_step(1))
+    assert len(sent) == 1, f"{len(sent)} round trips for one step's three messages"
     assert [client.llen(q.value) for q in Priority.ordered()] == [2, 2, 2]
 
 
@@ -157,3 +148,16 @@ def test_a_script_redis_has_forgotten_is_loaded_again(
     sent = bridge.send(_step(0))
     assert sent.pushed == 3
     assert [client.llen(q.value) for q in Priority.ordered()] == [1, 1, 1]
+
+
+def test_marking_a_steps_tasks_is_one_round_trip(
+    dispatcher: tuple[CeleryDispatcher, redis.Redis],
+) -> None:
+    """Their delivery marks and queued leases, the lease script called by its hash."""
+    bridge, _ = dispatcher
+    bridge.mark([item for message in _step(0) for item in message])  # loads the script
+    step = [item for message in _step(1) for item in message]
+    with redis_round_trips() as sent:
+        bridge.mark(step)
+    assert len(sent) == 1, f"{len(sent)} round trips to mark one step's four tasks"
+    assert bridge.send([step[:1]]).before[step[0].task_id] == Priority.HIGH.value
