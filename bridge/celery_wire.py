@@ -7,7 +7,7 @@ envelope around it is what kombu's virtual transport adds before its Redis chann
 LPUSHes the JSON to the queue's list (the body in base64, a delivery tag, where it was
 routed). `send_task` would write the same, but only after its own round trip, and with
 about half a millisecond of producer-pool and client set-up per publish
-(docs/performance.md). tests/bridge/test_celery_wire.py holds the two equal.
+(docs/performance.md). tests/bridge/test_dispatcher.py holds the two equal.
 """
 
 from __future__ import annotations
