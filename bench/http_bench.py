@@ -29,6 +29,7 @@ BATCH_CONNECTIONS = 8
 # Ours and a peer measured one after the other this many times: one 5 s run of either
 # varies by a third between runs minutes apart on two shared cores (docs/performance.md).
 PEER_ROUNDS = 3
+PEERS = "bench.peers:create_app()"
 
 
 def wrk(
@@ -115,8 +116,7 @@ def bare_flask(env: dict[str, str]) -> dict[str, Any]:
     """The same gunicorn settings, serving bench.bare_app; measured like the API. It
     runs on gunicorn's plain threaded worker (the API runs on uvicorn's, behind its
     waiting front), so the ratio shows what the front costs too."""
-    with _served("bench.bare_app:create_app()", env) as (url, group):
-        return _measured(group, f"{url}/api/v1/tasks", None)
+    return _served_measured("bench.bare_app:create_app()", env, "/api/v1/tasks", SUBMIT_BODY)
 
 
 def submit_against_peer(
@@ -127,7 +127,7 @@ def submit_against_peer(
     peer_env = {**env, **_peer_env(broker_url, "")}
     return alternate(
         lambda: single_submit(api_url, key, server_group),
-        lambda: _peer_measured(peer_env, "/api/v1/tasks", SUBMIT_BODY),
+        lambda: _served_measured(PEERS, peer_env, "/api/v1/tasks", SUBMIT_BODY),
     )
 
 
@@ -144,16 +144,18 @@ def read_against_peer(
     path, peer_env = f"/api/v1/tasks/{task_id}", {**env, **_peer_env("", database_url)}
     return alternate(
         lambda: _measured(server_group, f"{api_url}{path}", key, body=None),
-        lambda: _peer_measured(peer_env, path, None),
+        lambda: _served_measured(PEERS, peer_env, path, None),
     )
 
 
-def _peer_measured(env: dict[str, str], path: str, body: bytes | None) -> dict[str, Any]:
-    """A round of the peer on a server started for it: kept up across rounds, the peers
-    slowed down round after round (the bare read 2,731 -> 1,957 req/s and 0.53 -> 0.67 ms
-    of CPU a request over five), while the API, up all along, sped up as it warmed; a fresh
-    peer each round is the comparison that does not flatter the platform."""
-    with _served("bench.peers:create_app()", env) as (url, group):
+def _served_measured(
+    app: str, env: dict[str, str], path: str, body: bytes | None
+) -> dict[str, Any]:
+    """`app` on a server started for this measurement alone. For the peers, a fresh one
+    each round: kept up across rounds, they slowed down round after round (the bare read
+    2,731 -> 1,957 req/s and 0.53 -> 0.67 ms of CPU a request over five), while the API,
+    up all along, sped up as it warmed; a fresh peer does not flatter the platform."""
+    with _served(app, env) as (url, group):
         return _measured(group, f"{url}{path}", None, body=body)
 
 
