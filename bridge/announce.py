@@ -12,7 +12,8 @@ from confluent_kafka import Producer
 
 from bridge.scheduler import Waiting
 from core.dead_letters import DeadLetters, Source
-from core.messages import MalformedMessage, StatusEvent, TaskRequest, decode_event, event_id
+from core.messages import MalformedMessage, StatusEvent, TaskRequest, event_id
+from core.outcomes import replay
 from core.priority import Priority
 from core.routing import Route
 from core.settings import Settings
@@ -80,8 +81,10 @@ class Announcer:
         """Announce a task's outcome (kept in Redis, or just decided here); returns it,
         or None if it could not be read or sent."""
         try:
-            event = outcome if isinstance(outcome, StatusEvent) else decode_event(outcome)
-            self.events.emit(event)
+            # A kept outcome comes with the STARTED event of the run it ends, if it has one.
+            events = [outcome] if isinstance(outcome, StatusEvent) else replay(outcome)
+            for event in events:
+                self.events.emit(event)
         except (MalformedMessage, EventRefused) as exc:
             log.error("cannot announce a kept outcome: %s", exc)
             return None

@@ -365,9 +365,11 @@ class StatusEvent:
             accepted_at=self.accepted_at,
         )
 
-    def encode(self) -> bytes:
+    def encode(self, *, started: StatusEvent | None = None) -> bytes:
         """The event as JSON; an error text is cut to ERROR_MAX_CHARS. Raises
-        orjson.JSONEncodeError (a TypeError) for a result or detail it cannot write."""
+        orjson.JSONEncodeError (a TypeError) for a result or detail it cannot write.
+        `started`: the STARTED event of the run this outcome ends, carried along under
+        "started" (a kept outcome: core.outcomes.replay); decode_event ignores it."""
         body: dict[str, Any] = {
             "v": 1,
             "event_id": self.event_id,
@@ -391,6 +393,8 @@ class StatusEvent:
             "expires_at": isoformat(self.expires_at) if self.expires_at else None,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
+        if started is not None:
+            body["started"] = orjson.Fragment(started.encode())
         return orjson.dumps(body)
 
 

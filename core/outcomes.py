@@ -5,15 +5,22 @@ terminal event under core.redis_keys.outcome *unless one is kept already* (`SET 
 then announces it. So a task has one outcome even when a cancel races its own end, and
 every stage reads the key before its next step: the bridge before it dispatches, a
 worker when it claims a delivery and before it sends a retry.
+
+A worker's outcome carries the STARTED event of the run it ends. A pool process killed
+after keeping its outcome loses whatever it had not yet sent, that STARTED event too; the
+outcome is announced again later (by the reconciler, the bridge, or the next delivery),
+and `replay` announces the STARTED event with it (its id is its own: recorded once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import orjson
 import redis
 
 from core import redis_keys
+from core.messages import MalformedMessage, StatusEvent, decode_event
 
 
 class Outcomes:
@@ -46,3 +53,20 @@ class Outcomes:
             for task_id, value in zip(outcomes, previous, strict=True)
             if isinstance(value, bytes)
         }
+
+
+def replay(kept: bytes) -> list[StatusEvent]:
+    """The events to announce again for a kept outcome: the STARTED event of the run it
+    ends, if it carries one, then the outcome. Raises MalformedMessage."""
+    outcome = decode_event(kept)
+    try:
+        started = orjson.loads(kept).get("started")
+    except orjson.JSONDecodeError:  # decode_event read it: not reached
+        started = None
+    if not isinstance(started, dict):
+        return [outcome]
+    try:
+        run = decode_event(orjson.dumps(started))
+    except MalformedMessage:  # the outcome stands without it
+        return [outcome]
+    return [run, outcome]

@@ -28,7 +28,8 @@ from sqlalchemy import Engine, text
 
 from core import leases, metrics, redis_keys
 from core.dead_letters import DeadLetters
-from core.messages import MalformedMessage, StatusEvent, decode_event, utcnow
+from core.messages import MalformedMessage, StatusEvent, utcnow
+from core.outcomes import replay
 from core.schema import request_of, sql_values
 from core.settings import Settings
 from core.status import IN_FLIGHT, Status
@@ -138,7 +139,8 @@ class Reconciler:
         return result
 
     def _reannounce(self, outcome: bytes) -> None:
-        self.events.emit(decode_event(outcome))
+        for event in replay(outcome):  # with the STARTED event of the run it ends, if kept
+            self.events.emit(event)
 
     def _park(self, row: Any, outcome: bytes | None, exc: Exception) -> None:
         """One task's outcome or re-dispatch cannot be sent: it goes to the dead-letter

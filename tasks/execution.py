@@ -36,7 +36,7 @@ from core import leases, metrics, redis_keys
 from core.dead_letters import DeadLetters
 from core.leases import RENEW_SECONDS, RUNNING_SECONDS, Leases, running_holder
 from core.messages import CeleryEnvelope, MalformedMessage, StatusEvent, decode_event
-from core.outcomes import Outcomes
+from core.outcomes import Outcomes, replay
 from core.settings import ConfigError, RoutineSpec, Settings
 from core.status import Status
 from core.status_publisher import EventRefused, StatusPublisher
@@ -306,6 +306,7 @@ class Run:
         self.request = envelope.request
         self.task_id = envelope.request.task_id
         self.attempt = 0
+        self.started: StatusEvent | None = None  # this run's STARTED event, once announced
         self.started_at: datetime | None = None
 
     def labels(self) -> tuple[str, str, str]:
@@ -336,9 +337,10 @@ class Run:
         if begun.expired:
             metrics.EXPIRED.labels(self.request.team, "worker").inc()
         if begun.outcome is not None:
-            # Ended already: say so again (the same event id is recorded once).
+            # Ended already: say so again (the same event ids are recorded once).
             try:
-                self.announce(decode_event(begun.outcome))
+                for event in replay(begun.outcome):
+                    self.announce(event)
             except MalformedMessage as exc:
                 log.error("unreadable kept outcome: %s", exc, extra={"task_id": self.task_id})
             return
@@ -373,6 +375,7 @@ class Run:
         started = self.event(Status.STARTED, detail=where, at=arrived)
         if not self.announce(started):
             return
+        self.started = started
         self.started_at = started.at
         if self.attempt == 1:
             accepted = self.request.accepted_at
@@ -519,10 +522,10 @@ class Run:
     def finish(self, status: Status, *, result: Any = None, error: str | None = None) -> None:
         event = self.event(status, result=result, error=error)
         try:
-            kept = event.encode()
+            kept = event.encode(started=self.started)
         except TypeError as exc:  # a result nested too deep to go inside the event
             event = event.refused_instead(f"the {status} event cannot be encoded: {exc}")
-            kept = event.encode()
+            kept = event.encode(started=self.started)
         self.resources.keeper.release(self.task_id)
         # Kept before it is announced: a re-delivery re-announces instead of re-running.
         # Unless an outcome is kept already (a cancel came first): that one stands.

@@ -322,7 +322,7 @@ def outcome(conn: Connection, task_ids: list[str], terminal: Sequence[str]) -> O
 
 def timelines(conn: Connection, task_ids: list[str], limit: int = 5) -> list[str]:
     """A line per task (the first `limit`): its routine, status, error and events
-    (status, attempt, detail), for a failure message."""
+    (status, attempt, UTC time of day, detail), for a failure message."""
     lines = []
     for task_id in task_ids[:limit]:
         task = conn.execute(
@@ -331,8 +331,8 @@ def timelines(conn: Connection, task_ids: list[str], limit: int = 5) -> list[str
         ).one_or_none()
         events = conn.execute(
             text(
-                "SELECT status, attempt, detail FROM task_events "
-                "WHERE task_id = CAST(:t AS uuid) ORDER BY at"
+                "SELECT status, attempt, to_char(at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), detail "
+                "FROM task_events WHERE task_id = CAST(:t AS uuid) ORDER BY at"
             ),
             {"t": task_id},
         ).all()

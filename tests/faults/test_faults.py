@@ -22,6 +22,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -59,6 +60,19 @@ class World(IsolatedStack):
         return frozenset(Supervisor(self.run_dir).group_members(main)) - {main}
 
 
+class Faults(dict[str, tuple[object, object]]):
+    """Each fault with what was seen before and after it, and when it was over (UTC time
+    of day, to read beside the timelines a failure prints)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done_at: dict[str, str] = {}
+
+    def __setitem__(self, fault: str, seen: tuple[object, object]) -> None:
+        self.done_at[fault] = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+        super().__setitem__(fault, seen)
+
+
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     with isolated_stack(
@@ -70,6 +84,7 @@ def world() -> Iterator[World]:
         WORKERS="2",
         WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
         KAFKA_PRODUCE_TIMEOUT_SECONDS=str(PRODUCE_TIMEOUT),
+        keep_logs=True,  # in .run/isolated/faults-logs
     ) as world:
         yield world
 
@@ -94,7 +109,7 @@ def _run(world: World, engine: Engine) -> None:
     load.start()
     # Each fault with what was seen before and after it: what it hits was replaced (a new
     # PID, a new pool process, a Postgres started anew) or lost (Redis's data).
-    faults: dict[str, tuple[object, object]] = {}
+    faults = Faults()
     # When Kafka and the API were away: [killed, back] (monotonic).
     kafka_away: tuple[float, float] = (0.0, 0.0)
     api_away: tuple[float, float] = (0.0, 0.0)
@@ -209,6 +224,9 @@ def _run(world: World, engine: Engine) -> None:
         ).scalars()
         odd_starts = [t for t in ids if starts.get(t, 0) != load.accepted[t]]
         unhappy = timelines(conn, [*odd, *odd_starts])
+        never_started = [t for t in ids if starts.get(t, 0) < load.accepted[t]]
+        # Named in the assertion: the printed timelines above are cut to the first five.
+        never_started_timelines = timelines(conn, never_started)
     exchanges = list(load.exchanges)
     failures = [f for e in exchanges for f in e.failures()]
 
@@ -224,7 +242,6 @@ def _run(world: World, engine: Engine) -> None:
     unavailable_elsewhere = [e for e in unavailable if not around(kafka_window, e)]
     slowest = max(e.took for e in exchanges if e.status is not None)
     slowest_503 = max((e.took for e in unavailable), default=0.0)
-    never_started = [t for t in ids if starts.get(t, 0) < load.accepted[t]]
     # A run is started again only when the worker running it died: worker-1's slots, and
     # the one pool process killed in worker-2.
     extra_starts = {
@@ -232,8 +249,9 @@ def _run(world: World, engine: Engine) -> None:
         for t, expected in load.accepted.items()
         if starts.get(t, 0) > expected
     }
+    done = "; ".join(f"{fault} (over at {faults.done_at[fault]})" for fault in faults)
     print(
-        f"\nfaults: {len(faults)} ({'; '.join(faults)})\n"
+        f"\nfaults: {len(faults)} ({done})\n"
         f"accepted: {len(ids)} (all ended {drain:.0f}s after the load stopped); "
         f"statuses: {statuses}; terminal events: {terminal_events}; "
         f"STARTED events: {sum(starts.values())} (expected {sum(load.accepted.values())}; "
@@ -246,7 +264,7 @@ def _run(world: World, engine: Engine) -> None:
         print("\n".join(unhappy))
     assert statuses == {"SUCCEEDED": len(ids)}
     assert terminal_events == len(ids)  # exactly one terminal event per task
-    assert never_started == []
+    assert never_started == [], never_started_timelines
     assert sum(extra_starts.values()) <= WORKER_CONCURRENCY + 1, extra_starts
     assert failures == []
     assert unanswered_elsewhere == []

@@ -93,6 +93,24 @@ def test_a_kept_outcome_is_announced_again_not_dispatched(rig: Rig) -> None:
     assert (result.reannounced, result.redispatched) == (1, 0)
 
 
+def test_a_kept_outcome_is_announced_again_with_the_started_event_of_its_run(rig: Rig) -> None:
+    row = Stuck(status="QUEUED")  # the run's STARTED event was lost with its worker
+    started = StatusEvent(
+        task_id=row.id, status=Status.STARTED, team="alpha", routine="sleep", priority="medium",
+        attempt=1, detail={"worker": "worker-1@host", "pid": 4242},
+    )  # fmt: skip
+    ended = StatusEvent(
+        task_id=row.id, status=Status.SUCCEEDED, team="alpha", routine="sleep",
+        priority="medium", attempt=1,
+    )  # fmt: skip
+    rig.redis.set(redis_keys.outcome(row.id), ended.encode(started=started))
+    rig.stuck(row)
+    result = rig.reconciler.reconcile()
+
+    assert rig.producer.events() == [started, ended]  # in order, their own ids
+    assert (result.reannounced, result.redispatched) == (1, 0)
+
+
 def test_a_task_nothing_holds_is_dispatched_again_as_the_next_dispatch(rig: Rig) -> None:
     row = Stuck(dispatch=1, retries=1)
     rig.stuck(row)

@@ -17,6 +17,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from core import leases, redis_keys
 from core.dead_letters import DeadLetters
 from core.messages import CeleryEnvelope, StatusEvent, TaskRequest, decode_event, utcnow
+from core.outcomes import replay
 from core.priority import Priority
 from core.settings import RoutineSpec, Settings
 from core.status import Status
@@ -166,6 +167,21 @@ def test_a_kept_outcome_is_announced_again_and_the_routine_not_run() -> None:
 
     assert calls == []
     assert worker.producer.events() == [ended]  # the same event id: recorded once
+
+
+def test_a_kept_outcome_holds_its_runs_started_event_and_a_new_delivery_replays_both() -> None:
+    # A pool process killed after keeping its outcome loses the events it had not sent,
+    # its STARTED event too: whoever announces the outcome again announces that as well.
+    worker = make_worker()
+    task = worker.run(lambda payload: {"done": True}, worker="worker-1@host")
+    started, succeeded = worker.producer.events()
+    assert replay(worker.redis.get(redis_keys.outcome(task.task_id))) == [started, succeeded]
+
+    worker.producer.produced.clear()  # as if neither had left the killed process
+    calls: list[Any] = []
+    worker.run(calls.append, task_id=task.task_id)
+    assert calls == []
+    assert worker.producer.events() == [started, succeeded]  # the same ids: recorded once
 
 
 def test_a_delivery_another_live_worker_runs_is_left_to_it() -> None:
