@@ -42,11 +42,16 @@ def install(app: Flask) -> None:
     @app.after_request
     def _count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        started = g.get("started")
-        if started is not None:
-            LATENCY.labels(route).observe(time.perf_counter() - started)
+        count(route, request.method, response.status_code, g.get("started"))
         return response
+
+
+def count(route: str, method: str, status: int, started: float | None) -> None:
+    """One answered request: `route` as Flask names it, `started` its time.perf_counter()
+    when it came in (None: its handling time is not known)."""
+    REQUESTS.labels(route, method, str(status)).inc()
+    if started is not None:
+        LATENCY.labels(route).observe(time.perf_counter() - started)
 
 
 def exposition() -> Response:

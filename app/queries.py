@@ -136,14 +136,23 @@ def _task_query(dialect: Dialect) -> tuple[str, dict[str, Any]]:
     return str(compiled), dict(compiled.params)  # the timeline's key names among them
 
 
+def task_query(dialect: Dialect, task_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
+    """The SQL of one task with its timeline (psycopg's pyformat) and its parameters; its
+    row, as a named tuple, is what `task_from_row` reads."""
+    sql, params = _task_query(dialect)
+    return sql, {**params, "task_id": task_id}
+
+
 def get_task(engine: Engine, task_id: uuid.UUID) -> Task | None:
     """The task with its full timeline, or None if Postgres does not have it (yet): one
     query, on a connection in autocommit (no BEGIN, no ROLLBACK): a read that answers
     after one round trip to Postgres instead of five."""
-    sql, params = _task_query(engine.dialect)
-    row = fetch_one(engine, sql, {**params, "task_id": task_id})
-    if row is None:
-        return None
+    row = fetch_one(engine, *task_query(engine.dialect, task_id))
+    return None if row is None else task_from_row(row)
+
+
+def task_from_row(row: Any) -> Task:
+    """The API's body of a task from its row (`task_query`)."""
     timeline = [
         _event_body(e["event_id"], e["status"], datetime.fromisoformat(e["at"]), e["attempt"],
                     e["queue"], e["detail"])

@@ -9,6 +9,9 @@ announces the tasks that ended in each batch it commits) or its deadline, then r
 the task once more through the app and answers that. While it waits it is a future in
 this process's registry and an open connection, nothing else.
 
+A plain `GET /api/v1/tasks/<id>` (and each read of a waiting one) is first offered to
+app.direct_read, which answers the common case on this loop without the app.
+
 gunicorn serves `app.waiting:create_asgi()` with uvicorn's worker (app/gunicorn_conf.py).
 """
 
@@ -36,6 +39,7 @@ from a2wsgi.wsgi import build_environ
 from flask import Flask
 from prometheus_client import Counter, Gauge
 
+from app import direct_read
 from app.errors import ApiError, BadRequest
 from app.metrics import REQUESTS
 from core.settings import Settings, load_settings
@@ -54,7 +58,7 @@ SUBMIT = "/api/v1/tasks"
 BATCH = "/api/v1/tasks/batch"
 ONE_TASK = re.compile(r"/api/v1/tasks/([^/]+)")
 # How Flask names these routes in the request metrics.
-ROUTES = {"get": "/api/v1/tasks/<task_id>", "submit": SUBMIT, "batch": BATCH}
+ROUTES = {"get": direct_read.ROUTE, "submit": SUBMIT, "batch": BATCH}
 ENDED = frozenset(names(TERMINAL))
 GONE = "taskplatform.client_gone"  # scope key: set once the client of a stream went away
 
@@ -107,10 +111,14 @@ class Answer:
         await send({"type": "http.response.body", "body": self.body})
 
 
-def error_answer(error: ApiError) -> Answer:
-    body = orjson.dumps(error.body())
+def json_answer(status: int, body: bytes) -> Answer:
+    """A JSON answer with the headers the Flask app gives one (app.http.json_response)."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    return Answer(error.status, headers, body)
+    return Answer(status, headers, body)
+
+
+def error_answer(error: ApiError) -> Answer:
+    return json_answer(error.status, orjson.dumps(error.body()))
 
 
 def split_wait(query: bytes) -> tuple[list[str], bytes]:
@@ -233,8 +241,10 @@ class Front:
         threads: int,
         waiters: Waiters | None = None,
         subscription: Subscription | None = None,
+        direct: direct_read.DirectRead | None = None,
     ) -> None:
         self.flask = flask_app  # gunicorn_conf's hooks find the platform's services here
+        self.direct = direct  # reads of one task, answered without the app when it can
         self.wsgi = WSGIMiddleware(_Wsgi(flask_app), workers=threads)  # type: ignore[arg-type]
         # The largest body read here before the app sees it; a larger or unsized one goes
         # through a2wsgi, whose app refuses it as it reads (413).
@@ -378,6 +388,10 @@ class Front:
         the answer and each chunk across threads one at a time, each hop a wake-up of the
         loop and of the thread (about 5 per request). None, having read nothing, for a body
         without a size or larger than the app takes: a2wsgi's path refuses it as it reads."""
+        if self.direct is not None:
+            read = await self.direct.answer(scope)
+            if read is not None:
+                return json_answer(200, read)
         headers = dict(scope["headers"])
         size = headers.get(b"content-length")
         if size is None:
@@ -426,6 +440,8 @@ class Front:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.start()
+                if self.direct is not None:
+                    await self.direct.open()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.stop()
@@ -465,6 +481,9 @@ class Front:
         self.answer_all_now()
         if self.subscription is not None:
             await self.subscription.stop()
+        if self.direct is not None:
+            with contextlib.suppress(Exception):
+                await self.direct.close()
         with contextlib.suppress(Exception):
             services = self.flask.extensions.get("taskplatform")
             if services is not None:
@@ -501,9 +520,11 @@ def create_asgi(settings: Settings | None = None) -> Front:
 
     settings = settings or load_settings()
     waiters = Waiters()
+    flask_app = create_app(settings)
     return Front(
-        create_app(settings),
+        flask_app,
         threads=settings.api_threads,
         waiters=waiters,
         subscription=Subscription.from_settings(settings, waiters),
+        direct=direct_read.DirectRead(flask_app.extensions["taskplatform"]),
     )
