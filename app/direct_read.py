@@ -71,13 +71,15 @@ class DirectRead:
         ):
             return None
         started = time.perf_counter()
-        authorization = b""
+        authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name in _BODY_HEADERS:
                 return None  # a GET with a body: the app reads (and ignores) it
             if name == b"authorization":
+                if authorization is not None:
+                    return None  # two: the app reads them joined, as one
                 authorization = value
-        scheme, _, key = authorization.decode("latin-1").partition(" ")
+        scheme, _, key = (authorization or b"").decode("latin-1").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             return None

@@ -49,13 +49,16 @@ class Fronts:
         self.with_direct = Front(self.app, threads=2, direct=self.direct)
         self.app_only = Front(self.app, threads=2)
 
-    async def get(self, front: Front, path: str, key: str | None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    async def get(self, front: Front, path: str, key: str | list[str] | None) -> httpx.Response:
+        keys = [] if key is None else [key] if isinstance(key, str) else key
+        headers = [("Authorization", f"Bearer {each}") for each in keys]
         transport = httpx.ASGITransport(app=front)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             return await client.get(path, headers=headers)
 
-    def both(self, path: str, key: str | None) -> tuple[httpx.Response, httpx.Response, int]:
+    def both(
+        self, path: str, key: str | list[str] | None
+    ) -> tuple[httpx.Response, httpx.Response, int]:
         """(direct front's answer, app-only front's answer, requests the app got for the
         first of them)."""
 
@@ -129,7 +132,15 @@ def test_a_read_the_direct_path_answers_is_the_apps_answer_byte_for_byte(
 
 @pytest.mark.parametrize(
     "case",
-    ["no key", "unknown key", "another team's task", "unknown task", "not a task id", "a query"],
+    [
+        "no key",
+        "unknown key",
+        "two keys",
+        "another team's task",
+        "unknown task",
+        "not a task id",
+        "a query",
+    ],
 )
 def test_what_the_direct_path_does_not_answer_the_app_answers(
     case: str,
@@ -145,9 +156,14 @@ def test_what_the_direct_path_does_not_answer_the_app_answers(
         "not a task id": "/api/v1/tasks/not-a-task",
         "a query": f"/api/v1/tasks/{task_id}?fields=status",
     }.get(case, f"/api/v1/tasks/{task_id}")
-    presented: dict[str, Any] = {"no key": None, "unknown key": "tpk_0000_unknown"}
+    presented: dict[str, Any] = {
+        "no key": None,
+        "unknown key": "tpk_0000_unknown",
+        "two keys": [key, key],  # the app reads them joined, as one
+    }
     used = presented.get(case, key)
-    fronts.both(f"/api/v1/tasks/{uuid.uuid4()}", used)  # the key is now cached, if any
+    fronts.both(f"/api/v1/tasks/{uuid.uuid4()}", key)  # the key is now cached
+    fronts.both(f"/api/v1/tasks/{uuid.uuid4()}", used)  # and so is the one used, if any
 
     direct, app_only, reached = fronts.both(path, used)
     assert reached == 1
