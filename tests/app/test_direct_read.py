@@ -110,12 +110,18 @@ def served(route_status: str) -> float:
     return REQUESTS.labels(ROUTE, "GET", route_status)._value.get()
 
 
+@pytest.fixture()
+def alpha_read(
+    api: httpx.Client, engine: Engine, team_key: Callable[[str], str]
+) -> tuple[str, str]:
+    """(a key of team alpha, the path of a recorded task of alpha's)."""
+    return team_key("alpha"), f"/api/v1/tasks/{recorded_task(api, engine, 'alpha')}"
+
+
 def test_a_read_the_direct_path_answers_is_the_apps_answer_byte_for_byte(
-    fronts: Fronts, api: httpx.Client, engine: Engine, team_key: Callable[[str], str]
+    fronts: Fronts, alpha_read: tuple[str, str]
 ) -> None:
-    key = team_key("alpha")
-    task_id = recorded_task(api, engine, "alpha")
-    path = f"/api/v1/tasks/{task_id}"
+    key, path = alpha_read
     # The first read of a key in a process looks it up (the app); later ones find it cached.
     first, _, reached = fronts.both(path, key)
     assert (first.status_code, reached) == (200, 1)
@@ -127,7 +133,7 @@ def test_a_read_the_direct_path_answers_is_the_apps_answer_byte_for_byte(
     assert direct.status_code == app_only.status_code == 200
     assert direct.headers.multi_items() == app_only.headers.multi_items()
     assert direct.content == app_only.content
-    assert direct.json()["task_id"] == task_id
+    assert direct.json()["task_id"] == path.rsplit("/", 1)[1]
 
 
 @pytest.mark.parametrize(
@@ -173,11 +179,9 @@ def test_what_the_direct_path_does_not_answer_the_app_answers(
 
 
 def test_while_postgres_cannot_be_reached_the_app_answers(
-    stack: Settings, api: httpx.Client, engine: Engine, team_key: Callable[[str], str]
+    stack: Settings, alpha_read: tuple[str, str]
 ) -> None:
-    key = team_key("alpha")
-    task_id = recorded_task(api, engine, "alpha")
-    path = f"/api/v1/tasks/{task_id}"
+    key, path = alpha_read
     # The direct read's connections go to a port nobody listens on; the app's are fine.
     nowhere = make_url(stack.database_url).set(port=free_port())
     with Fronts(stack, direct_database_url=nowhere.render_as_string(hide_password=False)) as fronts:
