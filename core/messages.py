@@ -369,7 +369,8 @@ class StatusEvent:
         """The event as JSON; an error text is cut to ERROR_MAX_CHARS. Raises
         orjson.JSONEncodeError (a TypeError) for a result or detail it cannot write.
         `started`: the STARTED event of the run this outcome ends, carried along under
-        "started" (a kept outcome: core.outcomes.replay); decode_event ignores it."""
+        "started" as what it does not share with the outcome, its time and detail (a kept
+        outcome: core.outcomes.replay); decode_event ignores it."""
         body: dict[str, Any] = {
             "v": 1,
             "event_id": self.event_id,
@@ -394,7 +395,7 @@ class StatusEvent:
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         if started is not None:
-            body["started"] = orjson.Fragment(started.encode())
+            body["started"] = {"at": started.at.isoformat(), "detail": started.detail}
         return orjson.dumps(body)
 
 

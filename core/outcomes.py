@@ -15,12 +15,15 @@ and `replay` announces the STARTED event with it (its id is its own: recorded on
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
 
 import orjson
 import redis
 
 from core import redis_keys
-from core.messages import MalformedMessage, StatusEvent, decode_event
+from core.messages import StatusEvent, decode_event
+from core.status import Status
 
 
 class Outcomes:
@@ -59,14 +62,16 @@ def replay(kept: bytes) -> list[StatusEvent]:
     """The events to announce again for a kept outcome: the STARTED event of the run it
     ends, if it carries one, then the outcome. Raises MalformedMessage."""
     outcome = decode_event(kept)
+    started = orjson.loads(kept).get("started")  # decode_event has read it: valid JSON
     try:
-        started = orjson.loads(kept).get("started")
-    except orjson.JSONDecodeError:  # decode_event read it: not reached
-        started = None
-    if not isinstance(started, dict):
+        at = datetime.fromisoformat(started["at"])
+        detail = started.get("detail")
+    except (TypeError, KeyError, ValueError):  # none, or unreadable: the outcome stands
         return [outcome]
-    try:
-        run = decode_event(orjson.dumps(started))
-    except MalformedMessage:  # the outcome stands without it
+    if at.tzinfo is None or not (detail is None or isinstance(detail, dict)):
         return [outcome]
+    # The run's STARTED event shared everything else with its outcome (tasks.execution).
+    run = replace(
+        outcome, status=Status.STARTED, at=at, detail=detail, result=None, error=None, event_id=""
+    )
     return [run, outcome]

@@ -34,10 +34,14 @@ def test_an_outcome_kept_without_a_start_replays_the_outcome_alone() -> None:
     assert replay(ended.encode()) == [ended]
 
 
-def test_a_start_that_cannot_be_read_leaves_the_outcome_standing() -> None:
+@pytest.mark.parametrize(
+    "started",
+    [{"detail": None}, {"at": "yesterday"}, {"at": "2026-12-01T10:00:00"}, "STARTED", None],
+)
+def test_a_start_that_cannot_be_read_leaves_the_outcome_standing(started: object) -> None:
     ended = event(Status.SUCCEEDED, str(uuid.uuid4()))
     kept = orjson.loads(ended.encode())
-    kept["started"] = {"status": "STARTED"}  # no task id, no time
+    kept["started"] = started  # no time, not a time, no zone, not an object, nothing
     assert replay(orjson.dumps(kept)) == [ended]
 
 
