@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
-from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import make_url
 
 from app.metrics import count
 from app.queries import task_from_row, task_query
+from core.db import read_json_with_orjson
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -146,4 +146,4 @@ class DirectRead:
 async def _configure(conn: AsyncConnection[Any]) -> None:
     # Rows as named tuples and JSON through orjson, as the app's own read has them.
     conn.row_factory = namedtuple_row
-    set_json_loads(orjson.loads, conn)
+    read_json_with_orjson(conn)
